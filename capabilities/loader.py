@@ -1,0 +1,207 @@
+"""Reads capability YAML files and checks each definition on its own and against the others."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from capabilities.spec import CapabilitySpec
+from capabilities.templates import TemplateProblem, check_renders, compile_template
+from schemas.capability import CapabilityDefinition
+
+# Which model runner each kind needs; None: the kind uses no model.
+RUNNER_FOR_KIND: Mapping[str, str | None] = {
+    "llm_choice": "generate",
+    "embedding_similarity": "pooling",
+    "rule": None,
+}
+
+
+class CapabilityConfigError(Exception):
+    """One or more capability definitions are invalid. Each line names the file and capability."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid capability configuration:\n  " + "\n  ".join(problems))
+
+
+def _where(path: Path, name: str | None) -> str:
+    return f"{path.name}: capability '{name}'" if name else f"{path.name}"
+
+
+def read_definitions(directory: Path) -> tuple[list[CapabilitySpec], list[str]]:
+    """Parses every *.yaml / *.yml file; a file holds one definition or a list of them."""
+    specs: list[CapabilitySpec] = []
+    problems: list[str] = []
+    if not directory.is_dir():
+        return [], [f"capabilities directory {directory} does not exist"]
+    files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+    if not files:
+        problems.append(f"capabilities directory {directory} holds no *.yaml file")
+    for path in files:
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            problems.append(f"{path.name}: not valid YAML: {exc}")
+            continue
+        entries = raw if isinstance(raw, list) else [raw]
+        for entry in entries:
+            name = entry.get("name") if isinstance(entry, dict) else None
+            try:
+                definition = CapabilityDefinition.model_validate(entry)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    field = ".".join(str(p) for p in err["loc"]) or "(definition)"
+                    problems.append(f"{_where(path, name)}: {field}: {err['msg']}")
+                continue
+            specs.append(CapabilitySpec.from_definition(definition, path))
+    return specs, problems
+
+
+def _check_own_fields(spec: CapabilitySpec, model_runners: Mapping[str, str]) -> list[str]:
+    where = _where(spec.source, spec.name)
+    d = spec.definition
+    problems: list[str] = []
+    label_names = spec.label_names
+    if len(set(label_names)) != len(label_names):
+        problems.append(f"{where}: labels are not unique: {list(label_names)}")
+    needed_runner = RUNNER_FOR_KIND[spec.kind]
+    if needed_runner is None:
+        if d.model is not None:
+            problems.append(f"{where}: kind '{spec.kind}' uses no model, but model is set")
+    elif d.model is None:
+        problems.append(f"{where}: kind '{spec.kind}' needs a model ({needed_runner} runner)")
+    elif d.model not in model_runners:
+        problems.append(
+            f"{where}: unknown model '{d.model}'; configured models: {sorted(model_runners)}"
+        )
+    elif model_runners[d.model] != needed_runner:
+        problems.append(
+            f"{where}: kind '{spec.kind}' needs a model with the {needed_runner} runner, "
+            f"but '{d.model}' uses the {model_runners[d.model]} runner"
+        )
+    if spec.kind == "llm_choice" and d.prompt is None:
+        problems.append(f"{where}: kind 'llm_choice' needs a prompt (system, user)")
+    if spec.kind != "llm_choice" and d.prompt is not None:
+        problems.append(f"{where}: prompt is only used by kind 'llm_choice'")
+    if spec.kind == "rule" and d.rule is None:
+        problems.append(f"{where}: kind 'rule' needs a rule (cases, default)")
+    if spec.kind != "rule" and d.rule is not None:
+        problems.append(f"{where}: rule is only used by kind 'rule'")
+    if len(set(d.depends_on)) != len(d.depends_on):
+        problems.append(f"{where}: depends_on lists a capability twice")
+    if spec.name in d.depends_on:
+        problems.append(f"{where}: depends on itself")
+    return problems
+
+
+def _check_rule(spec: CapabilitySpec, specs: Mapping[str, CapabilitySpec]) -> list[str]:
+    where = _where(spec.source, spec.name)
+    rule = spec.definition.rule
+    if rule is None:
+        return []
+    problems: list[str] = []
+    outputs = set(spec.label_names)
+    if rule.default not in outputs:
+        problems.append(f"{where}: rule default '{rule.default}' is not one of its labels")
+    for number, case in enumerate(rule.cases):
+        if case.label not in outputs:
+            problems.append(
+                f"{where}: rule case {number}: label '{case.label}' is not one of its labels"
+            )
+        for dep, condition in case.when.items():
+            if dep not in spec.depends_on:
+                problems.append(f"{where}: rule case {number}: '{dep}' is not in depends_on")
+            elif dep in specs:
+                unknown = set(condition.labels) - set(specs[dep].label_names)
+                if unknown:
+                    problems.append(
+                        f"{where}: rule case {number}: {sorted(unknown)} are not labels of '{dep}'"
+                    )
+    return problems
+
+
+def _check_prompt(spec: CapabilitySpec, specs: Mapping[str, CapabilitySpec]) -> list[str]:
+    where = _where(spec.source, spec.name)
+    prompt = spec.definition.prompt
+    if prompt is None:
+        return []
+    dependency_labels = {dep: specs[dep].label_names for dep in spec.depends_on if dep in specs}
+    problems: list[str] = []
+    for part, source, with_text in (("system", prompt.system, False), ("user", prompt.user, True)):
+        try:
+            compiled = compile_template(source)
+            if part == "system" and compiled.variables - {"labels"}:
+                raise TemplateProblem(
+                    "may only use 'labels': the system part must be the same for every text "
+                    "so that the engine's prefix cache can reuse it"
+                )
+            if part == "user" and "text" not in compiled.variables:
+                raise TemplateProblem("must use {{ text }}")
+            check_renders(compiled, spec.label_names, dependency_labels, with_text)
+        except TemplateProblem as exc:
+            problems.append(f"{where}: prompt.{part} template {exc}")
+    return problems
+
+
+def find_cycle(depends_on: Mapping[str, tuple[str, ...]]) -> list[str] | None:
+    """Returns one dependency cycle as a path (first == last), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for dep in depends_on.get(node, ()):
+            if state.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if dep in depends_on and dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for name in sorted(depends_on):
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return None
+
+
+def load_capabilities(
+    directory: Path, model_runners: Mapping[str, str]
+) -> dict[str, CapabilitySpec]:
+    """All capabilities of `directory`, checked; raises CapabilityConfigError with every problem."""
+    specs, problems = read_definitions(directory)
+    by_name: dict[str, CapabilitySpec] = {}
+    for spec in specs:
+        if spec.name in by_name:
+            first = by_name[spec.name].source.name
+            problems.append(
+                f"{_where(spec.source, spec.name)}: duplicate name (first defined in {first})"
+            )
+            continue
+        by_name[spec.name] = spec
+    for spec in by_name.values():
+        problems += _check_own_fields(spec, model_runners)
+        for dep in spec.depends_on:
+            if dep not in by_name:
+                problems.append(
+                    f"{_where(spec.source, spec.name)}: unknown dependency '{dep}'; "
+                    f"known capabilities: {sorted(by_name)}"
+                )
+        problems += _check_rule(spec, by_name)
+        problems += _check_prompt(spec, by_name)
+    cycle = find_cycle({name: spec.depends_on for name, spec in by_name.items()})
+    if cycle:
+        where = _where(by_name[cycle[0]].source, cycle[0])
+        problems.append(f"{where}: dependency cycle {' -> '.join(cycle)}")
+    if problems:
+        raise CapabilityConfigError(problems)
+    return by_name

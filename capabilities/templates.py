@@ -1,0 +1,104 @@
+"""Prompt templates of LLM capabilities: sandboxed Jinja, checked when capabilities load."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import jinja2
+from jinja2 import meta
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from capabilities.results import CapabilityResult
+
+_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+class TemplateProblem(Exception):
+    """A template that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class DependencyView:
+    """What a template sees of one dependency result."""
+
+    label: str
+    confidence: float
+
+
+class _Dependencies:
+    """`deps.<name>` inside a template: only the declared dependencies exist."""
+
+    def __init__(self, results: Mapping[str, DependencyView]) -> None:
+        self._results = dict(results)
+
+    def __getattr__(self, name: str) -> DependencyView:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._results[name]
+        except KeyError:
+            raise TemplateProblem(
+                f"uses deps.{name}, which is not in depends_on ({sorted(self._results)})"
+            ) from None
+
+    def __getitem__(self, name: str) -> DependencyView:
+        return self.__getattr__(name)
+
+
+@dataclass(frozen=True)
+class CompiledTemplate:
+    source: str
+    template: jinja2.Template
+    variables: frozenset[str]
+
+    def render(
+        self,
+        labels: Sequence[str],
+        text: str | None = None,
+        deps: Mapping[str, CapabilityResult] | None = None,
+    ) -> str:
+        views = {
+            name: DependencyView(result.label, result.confidence)
+            for name, result in (deps or {}).items()
+        }
+        context: dict[str, object] = {"labels": list(labels), "deps": _Dependencies(views)}
+        if text is not None:
+            context["text"] = text
+        return self.template.render(context)
+
+
+def compile_template(source: str) -> CompiledTemplate:
+    try:
+        parsed = _ENV.parse(source)
+        template = _ENV.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateProblem(f"syntax error on line {exc.lineno}: {exc.message}") from None
+    variables = frozenset(meta.find_undeclared_variables(parsed))
+    unknown = variables - {"text", "labels", "deps"}
+    if unknown:
+        raise TemplateProblem(
+            f"uses unknown variable(s) {sorted(unknown)}; available: text, labels, deps"
+        )
+    return CompiledTemplate(source=source, template=template, variables=variables)
+
+
+def check_renders(
+    template: CompiledTemplate,
+    labels: Sequence[str],
+    dependency_labels: Mapping[str, Sequence[str]],
+    with_text: bool,
+) -> None:
+    """Renders once with sample values, so that errors show at load time, not per request."""
+    sample_deps = {
+        name: CapabilityResult(name, "sample", dep_labels[0], 1.0, {dep_labels[0]: 1.0})
+        for name, dep_labels in dependency_labels.items()
+    }
+    try:
+        template.render(labels, "sample text" if with_text else None, sample_deps)
+    except TemplateProblem:
+        raise
+    except jinja2.TemplateError as exc:
+        raise TemplateProblem(f"cannot be rendered: {exc}") from None
+    except Exception as exc:  # a template may raise anything while rendering
+        raise TemplateProblem(f"cannot be rendered: {type(exc).__name__}: {exc}") from None

@@ -1,0 +1,71 @@
+"""What every processor offers: turn (capability, texts, dependency results) into results."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from capabilities.results import CapabilityResult
+from capabilities.spec import CapabilitySpec
+
+
+@dataclass(frozen=True)
+class ProcessorInput:
+    text: str
+    # Results of the capability's dependencies for this text.
+    deps: Mapping[str, CapabilityResult]
+
+
+@dataclass
+class WindowContext:
+    """State shared by the capabilities of one window, e.g. text embeddings per model."""
+
+    _memo: dict[tuple[str, str], asyncio.Future[Any]] = field(default_factory=dict)
+
+    async def shared(
+        self,
+        namespace: str,
+        keys: Sequence[str],
+        compute: Callable[[Sequence[str]], Awaitable[Iterable[Any]]],
+    ) -> list[Any]:
+        """Values for `keys`, each computed once per window.
+
+        Keys nobody asked for yet are computed together in one `compute` call; keys another
+        capability is already computing are awaited, not computed again.
+        """
+        loop = asyncio.get_running_loop()
+        missing = [k for k in dict.fromkeys(keys) if (namespace, k) not in self._memo]
+        futures = {k: loop.create_future() for k in missing}
+        for key, future in futures.items():
+            self._memo[(namespace, key)] = future
+        if missing:
+            try:
+                values = await compute(missing)
+            except BaseException as exc:
+                for future in futures.values():
+                    future.set_exception(exc)
+                    future.exception()  # marks it retrieved: the error is raised below
+                raise
+            for key, value in zip(missing, values, strict=True):
+                futures[key].set_result(value)
+        return [await self._memo[(namespace, k)] for k in keys]
+
+
+class Processor(Protocol):
+    kind: str
+
+    async def run(
+        self, spec: CapabilitySpec, inputs: Sequence[ProcessorInput], context: WindowContext
+    ) -> list[CapabilityResult]:
+        """One result per input, in order."""
+        ...
+
+
+class ProcessorError(Exception):
+    """A capability failed on the engine; carries the capability name, never the text."""
+
+    def __init__(self, capability: str, message: str) -> None:
+        self.capability = capability
+        super().__init__(f"capability '{capability}' failed: {message}")

@@ -1,0 +1,153 @@
+"""Persistent vLLM engines, built once per configured model, counting the work sent to them."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.config import EngineEnvConfig, ModelConfig
+
+log = logging.getLogger(__name__)
+
+_request_ids = itertools.count()
+
+
+@dataclass
+class EngineWork:
+    """Work sent to one engine since start: the honest measure of what batching saves."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    errors: int = 0
+
+
+def apply_engine_env(env: EngineEnvConfig) -> None:
+    """Environment the vLLM CPU build reads when an engine process starts (kept if already set)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{env.cpu_kvcache_space_gib:g}")
+    bind = env.cpu_omp_threads_bind
+    if bind == "all":
+        bind = f"0-{max((os.cpu_count() or 1) - 1, 0)}"
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", bind)
+    # Engines are spawned processes; nothing must fork a process that already holds threads.
+    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+
+
+def engine_args(model: ModelConfig, path: str) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    kwargs: dict[str, Any] = {
+        "model": path,
+        "runner": model.runner,
+        "dtype": model.dtype,
+        "enforce_eager": model.enforce_eager,
+        "enable_prefix_caching": model.enable_prefix_caching,
+        "tensor_parallel_size": model.tensor_parallel_size,
+        "disable_log_stats": True,
+    }
+    optional = {
+        "max_model_len": model.max_model_len,
+        "block_size": model.block_size,
+        "max_num_seqs": model.max_num_seqs,
+        "gpu_memory_utilization": model.gpu_memory_utilization,
+    }
+    kwargs.update({key: value for key, value in optional.items() if value is not None})
+    kwargs.update(model.engine_args)
+    return AsyncEngineArgs(**kwargs)
+
+
+class Engine:
+    """One AsyncLLM. Processors talk to it through `generate` and `embed` only."""
+
+    def __init__(self, name: str, runner: str, llm: Any, max_model_len: int) -> None:
+        self.name = name
+        self.runner = runner
+        self.max_model_len = max_model_len
+        self.work = EngineWork()
+        self._llm = llm
+        self.tokenizer: Any = llm.get_tokenizer()
+
+    def _next_id(self) -> str:
+        return f"{self.name}-{next(_request_ids)}"
+
+    def _account(self, output: Any) -> None:
+        self.work.requests += 1
+        self.work.prompt_tokens += len(output.prompt_token_ids or ())
+        self.work.cached_prompt_tokens += output.num_cached_tokens or 0
+
+    async def generate(self, prompt_token_ids: Sequence[int], params: Any) -> Any:
+        """Runs one prompt to completion and returns the final RequestOutput."""
+        final = None
+        try:
+            prompt = {"prompt_token_ids": list(prompt_token_ids)}
+            async for output in self._llm.generate(prompt, params, self._next_id()):
+                final = output
+        except Exception:
+            self.work.errors += 1
+            raise
+        if final is None:
+            self.work.errors += 1
+            raise RuntimeError(f"engine '{self.name}' returned no output")
+        self._account(final)
+        return final
+
+    async def embed(self, prompt_token_ids: Sequence[int]) -> list[float]:
+        from vllm import PoolingParams
+
+        final = None
+        try:
+            prompt = {"prompt_token_ids": list(prompt_token_ids)}
+            async for output in self._llm.encode(
+                prompt, PoolingParams(task="embed"), self._next_id()
+            ):
+                final = output
+        except Exception:
+            self.work.errors += 1
+            raise
+        if final is None:
+            self.work.errors += 1
+            raise RuntimeError(f"engine '{self.name}' returned no embedding")
+        self._account(final)
+        data = final.outputs.data
+        return [float(x) for x in (data.tolist() if hasattr(data, "tolist") else data)]
+
+    async def tokenize(
+        self, texts: Sequence[str], truncate_to: int | None = None
+    ) -> list[list[int]]:
+        """Tokenizes off the event loop; the prompts already hold their special tokens."""
+
+        def run() -> list[list[int]]:
+            kwargs: dict[str, Any] = {"add_special_tokens": truncate_to is not None}
+            if truncate_to is not None:
+                kwargs.update(truncation=True, max_length=truncate_to)
+            return [list(ids) for ids in self.tokenizer(list(texts), **kwargs)["input_ids"]]
+
+        return await asyncio.to_thread(run)
+
+    async def check_health(self) -> None:
+        await self._llm.check_health()
+
+    def shutdown(self) -> None:
+        self._llm.shutdown()
+
+
+class EngineFactory:
+    """Builds engines and counts how many it built (a test checks: one per model, ever)."""
+
+    def __init__(self) -> None:
+        self.constructions = 0
+
+    def create(self, name: str, model: ModelConfig, path: str) -> Engine:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = engine_args(model, path)
+        log.info("starting engine '%s' (%s runner) from %s", name, model.runner, path)
+        llm = AsyncLLM.from_engine_args(args)
+        self.constructions += 1
+        max_len = int(llm.model_config.max_model_len)
+        return Engine(name, model.runner, llm, max_len)

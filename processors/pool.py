@@ -1,0 +1,93 @@
+"""ProcessorPool: owns the engines (one per configured model, for the life of the process)
+and hands out the processor that runs a capability."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from capabilities.spec import CapabilitySpec
+from processors.base import Processor
+from processors.embedding_similarity import EmbeddingSimilarityProcessor
+from processors.engines import Engine, EngineFactory, EngineWork
+from processors.llm_choice import LLMChoiceProcessor
+from processors.model_store import resolve_model_path
+from processors.rule import RuleProcessor
+from schemas.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+class ProcessorPool:
+    def __init__(
+        self,
+        models: Mapping[str, ModelConfig],
+        models_dir: Path,
+        factory: EngineFactory | None = None,
+    ) -> None:
+        self._models = dict(models)
+        self._models_dir = models_dir
+        self.factory = factory or EngineFactory()
+        self.engines: dict[str, Engine] = {}
+        self._processors: dict[tuple[str, str | None], Processor] = {}
+        self._rule = RuleProcessor()
+
+    @property
+    def engine_constructions(self) -> int:
+        return self.factory.constructions
+
+    def check_models(self) -> dict[str, str]:
+        """Resolves every model's path; raises ModelNotReadyError before any engine starts."""
+        return {
+            name: resolve_model_path(name, model.source, self._models_dir)
+            for name, model in self._models.items()
+        }
+
+    async def start(self) -> None:
+        """Starts every engine once. Engine start-up blocks, so it runs in a worker thread."""
+        paths = self.check_models()
+        for name, model in self._models.items():
+            self.engines[name] = await asyncio.to_thread(
+                self.factory.create, name, model, paths[name]
+            )
+        log.info("processor pool ready: %d engine(s)", len(self.engines))
+
+    def stop(self) -> None:
+        for name, engine in self.engines.items():
+            log.info("stopping engine '%s'", name)
+            engine.shutdown()
+        self.engines.clear()
+        self._processors.clear()
+
+    async def health(self) -> dict[str, str]:
+        status = {}
+        for name, engine in self.engines.items():
+            try:
+                await engine.check_health()
+                status[name] = "ok"
+            except Exception as exc:
+                status[name] = f"unhealthy: {type(exc).__name__}"
+        return status
+
+    def work(self) -> dict[str, EngineWork]:
+        return {name: engine.work for name, engine in self.engines.items()}
+
+    def processor_for(self, spec: CapabilitySpec) -> Processor:
+        if spec.kind == "rule":
+            return self._rule
+        if spec.model is None or spec.model not in self.engines:
+            raise LookupError(f"capability '{spec.name}': model '{spec.model}' has no engine")
+        key = (spec.kind, spec.model)
+        processor = self._processors.get(key)
+        if processor is None:
+            engine = self.engines[spec.model]
+            if spec.kind == "llm_choice":
+                processor = LLMChoiceProcessor(engine)
+            elif spec.kind == "embedding_similarity":
+                processor = EmbeddingSimilarityProcessor(engine)
+            else:
+                raise LookupError(f"capability '{spec.name}': no processor for kind '{spec.kind}'")
+            self._processors[key] = processor
+        return processor

@@ -1,0 +1,101 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClassifyRequest(_Request):
+    texts: list[str] = Field(min_length=1, description="Texts to classify, in order.")
+    capabilities: list[str] = Field(min_length=1, description="Capability names to run.")
+    include_dependencies: bool = Field(
+        default=False, description="Also return the results of the capabilities' dependencies."
+    )
+
+
+class SingleClassifyRequest(_Request):
+    text: str
+    capabilities: list[str] = Field(min_length=1)
+    include_dependencies: bool = False
+
+
+class CapabilityResultBody(BaseModel):
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    version: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class TextResultBody(BaseModel):
+    index: int
+    results: dict[str, CapabilityResultBody]
+
+
+class WindowBody(BaseModel):
+    id: int
+    mode: str
+    requests: int
+    texts: int
+    unique_texts: int
+    capability_executions: int
+    naive_equivalent_executions: int
+
+
+class ClassifyResponse(BaseModel):
+    request_id: str
+    latency_ms: float
+    results: list[TextResultBody]
+    window: WindowBody
+
+
+class SingleClassifyResponse(BaseModel):
+    request_id: str
+    latency_ms: float
+    results: dict[str, CapabilityResultBody]
+    window: WindowBody
+
+
+class LabelBody(BaseModel):
+    name: str
+    description: str | None = None
+
+
+class CapabilityBody(BaseModel):
+    name: str
+    kind: str
+    description: str
+    model: str | None
+    depends_on: list[str]
+    labels: list[LabelBody]
+    version: str
+
+
+class CapabilitiesResponse(BaseModel):
+    capabilities: list[CapabilityBody]
+
+
+class HealthResponse(BaseModel):
+    status: str
+    engines: dict[str, str]
+
+
+class ErrorDetail(BaseModel):
+    field: str | None = None
+    message: str
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,70 @@
+"""The server's configuration file (`configs/*.yaml`), validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class BatchingConfig(_Strict):
+    # "batched": merge concurrent requests per window and run each capability once per window.
+    # "naive": run every request's capabilities on their own as soon as it arrives (the baseline).
+    mode: Literal["batched", "naive"] = "batched"
+    window_ms: float = Field(default=100.0, gt=0, le=10_000)
+    max_texts_per_window: int = Field(default=512, ge=1)
+    # Lets a request pick its mode with the X-Capserve-Batching header (side-by-side benchmarks).
+    allow_mode_header: bool = False
+
+
+class LimitsConfig(_Strict):
+    max_texts_per_request: int = Field(default=256, ge=1)
+    max_text_chars: int = Field(default=4000, ge=1)
+    max_capabilities_per_request: int = Field(default=32, ge=1)
+
+
+class ModelConfig(_Strict):
+    # "embedded:<name>": a model shipped in a PyPI package (see `capserve prepare-models`),
+    # a local folder, or a model hub id.
+    source: str
+    runner: Literal["generate", "pooling"]
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    enforce_eager: bool = False
+    enable_prefix_caching: bool = True
+    block_size: int | None = None
+    max_num_seqs: int | None = None
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None
+    # Any other vllm AsyncEngineArgs field, passed as is.
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+
+
+class EngineEnvConfig(_Strict):
+    # vLLM CPU build: GiB of memory reserved for the KV cache of each engine.
+    cpu_kvcache_space_gib: float = Field(default=2.0, gt=0)
+    # vLLM CPU build: cores the engine's OpenMP threads bind to; "all" means every core.
+    cpu_omp_threads_bind: str = "all"
+
+
+class CapServeConfig(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    engine_env: EngineEnvConfig = Field(default_factory=EngineEnvConfig)
+    # Folder of capability YAML files; relative paths are relative to the config file.
+    capabilities_dir: Path = Path("capabilities")
+    # Where prepared embedded models are kept; default: $XDG_CACHE_HOME/capserve/models.
+    models_dir: Path | None = None
+    models: dict[str, ModelConfig] = Field(min_length=1)

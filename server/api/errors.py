@@ -1,0 +1,82 @@
+"""Maps failures to JSON errors: `{"error": {"type", "message", "details": [{field, message}]}}`.
+
+Messages name fields, capabilities and text indices, never the text itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from capabilities.registry import UnknownCapabilityError
+from schemas.api import ErrorBody, ErrorDetail, ErrorResponse
+from server.batcher import BatcherClosedError
+from server.pipeline import CapabilityFailedError
+
+
+class RequestRejectedError(Exception):
+    """A request that is well-formed JSON but breaks a limit or rule; answered with 422."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+def error_response(
+    status: int, kind: str, message: str, details: Sequence[ErrorDetail] = ()
+) -> JSONResponse:
+    body = ErrorResponse(error=ErrorBody(type=kind, message=message, details=list(details)))
+    return JSONResponse(status_code=status, content=body.model_dump())
+
+
+def _field(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out or "body"
+
+
+def _validation_details(exc: RequestValidationError) -> list[ErrorDetail]:
+    details = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            details.append(ErrorDetail(field="body", message="request body is not valid JSON"))
+        else:
+            # Pydantic puts the offending input in err["input"]; it is deliberately left out.
+            details.append(ErrorDetail(field=_field(err.get("loc", ())), message=err["msg"]))
+    return details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = _validation_details(exc)
+        message = "; ".join(f"{d.field}: {d.message}" for d in details)
+        return error_response(422, "validation_error", message, details)
+
+    @app.exception_handler(RequestRejectedError)
+    async def _rejected(_request: Request, exc: RequestRejectedError) -> JSONResponse:
+        detail = ErrorDetail(field=exc.field, message=str(exc))
+        return error_response(422, "validation_error", str(exc), [detail])
+
+    @app.exception_handler(UnknownCapabilityError)
+    async def _unknown(_request: Request, exc: UnknownCapabilityError) -> JSONResponse:
+        detail = ErrorDetail(field="capabilities", message=str(exc))
+        return error_response(422, "unknown_capability", str(exc), [detail])
+
+    @app.exception_handler(CapabilityFailedError)
+    async def _failed(_request: Request, exc: CapabilityFailedError) -> JSONResponse:
+        return error_response(500, "capability_failed", str(exc))
+
+    @app.exception_handler(BatcherClosedError)
+    async def _closed(_request: Request, exc: BatcherClosedError) -> JSONResponse:
+        return error_response(503, "shutting_down", str(exc))
+
+    @app.exception_handler(Exception)
+    async def _internal(_request: Request, exc: Exception) -> JSONResponse:
+        return error_response(500, "internal_error", f"internal error: {type(exc).__name__}")

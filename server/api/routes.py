@@ -1,0 +1,168 @@
+"""HTTP endpoints. They validate, call the runtime, and shape responses; no engine code here."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+
+from capabilities.results import CapabilityResult
+from schemas.api import (
+    CapabilitiesResponse,
+    CapabilityBody,
+    CapabilityResultBody,
+    ClassifyRequest,
+    ClassifyResponse,
+    HealthResponse,
+    LabelBody,
+    SingleClassifyRequest,
+    SingleClassifyResponse,
+    TextResultBody,
+    WindowBody,
+)
+from schemas.config import LimitsConfig
+from server.api.errors import RequestRejectedError
+from server.pipeline import JobResult
+from server.runtime import Runtime
+
+router = APIRouter()
+MODE_HEADER = "X-Capserve-Batching"
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def check_limits(texts: Sequence[str], capabilities: Sequence[str], limits: LimitsConfig) -> None:
+    if len(texts) > limits.max_texts_per_request:
+        raise RequestRejectedError(
+            "texts", f"{len(texts)} texts; at most {limits.max_texts_per_request} per request"
+        )
+    for index, text in enumerate(texts):
+        if not text.strip():
+            raise RequestRejectedError(f"texts[{index}]", "is empty")
+        if len(text) > limits.max_text_chars:
+            raise RequestRejectedError(
+                f"texts[{index}]",
+                f"has {len(text)} characters; at most {limits.max_text_chars}",
+            )
+    if len(capabilities) > limits.max_capabilities_per_request:
+        raise RequestRejectedError(
+            "capabilities",
+            f"{len(capabilities)} capabilities; at most {limits.max_capabilities_per_request}",
+        )
+
+
+def _mode(runtime: Runtime, header: str | None) -> str | None:
+    if header is None:
+        return None
+    if not runtime.config.batching.allow_mode_header:
+        raise RequestRejectedError(
+            MODE_HEADER, "is not enabled on this server (batching.allow_mode_header: false)"
+        )
+    if header not in runtime.dispatchers:
+        raise RequestRejectedError(MODE_HEADER, f"must be one of {sorted(runtime.dispatchers)}")
+    return header
+
+
+def _result_body(result: CapabilityResult) -> CapabilityResultBody:
+    return CapabilityResultBody(
+        label=result.label,
+        confidence=round(result.confidence, 6),
+        probabilities={k: round(v, 6) for k, v in result.probabilities.items()},
+        version=result.version,
+        details=dict(result.details),
+    )
+
+
+def _window_body(job: JobResult) -> WindowBody:
+    return WindowBody(**vars(job.window))
+
+
+async def _classify(
+    request: Request, texts: list[str], capabilities: list[str], include: bool, mode: str | None
+) -> tuple[JobResult, str, float]:
+    runtime = _runtime(request)
+    started = time.perf_counter()
+    check_limits(texts, capabilities, runtime.config.limits)
+    runtime.registry.check_known(capabilities)
+    job = await runtime.classify(texts, capabilities, include, _mode(runtime, mode))
+    return job, uuid.uuid4().hex, round((time.perf_counter() - started) * 1000, 2)
+
+
+@router.post("/classify", response_model=ClassifyResponse)
+async def classify(
+    body: ClassifyRequest,
+    request: Request,
+    batching: str | None = Header(default=None, alias=MODE_HEADER),
+) -> ClassifyResponse:
+    job, request_id, latency = await _classify(
+        request, body.texts, body.capabilities, body.include_dependencies, batching
+    )
+    results = [
+        TextResultBody(index=i, results={n: _result_body(r) for n, r in per.items()})
+        for i, per in enumerate(job.per_text)
+    ]
+    return ClassifyResponse(
+        request_id=request_id, latency_ms=latency, results=results, window=_window_body(job)
+    )
+
+
+@router.post("/classify/single", response_model=SingleClassifyResponse)
+async def classify_single(
+    body: SingleClassifyRequest,
+    request: Request,
+    batching: str | None = Header(default=None, alias=MODE_HEADER),
+) -> SingleClassifyResponse:
+    job, request_id, latency = await _classify(
+        request, [body.text], body.capabilities, body.include_dependencies, batching
+    )
+    results = {n: _result_body(r) for n, r in job.per_text[0].items()}
+    return SingleClassifyResponse(
+        request_id=request_id, latency_ms=latency, results=results, window=_window_body(job)
+    )
+
+
+@router.get("/capabilities", response_model=CapabilitiesResponse)
+async def capabilities(request: Request) -> CapabilitiesResponse:
+    specs = _runtime(request).registry.specs()
+    return CapabilitiesResponse(
+        capabilities=[
+            CapabilityBody(
+                name=spec.name,
+                kind=spec.kind,
+                description=spec.definition.description,
+                model=spec.model,
+                depends_on=list(spec.depends_on),
+                labels=[LabelBody(name=lb.name, description=lb.description) for lb in spec.labels],
+                version=spec.version,
+            )
+            for spec in specs
+        ]
+    )
+
+
+@router.get("/health", response_model=HealthResponse)
+async def health(request: Request) -> JSONResponse:
+    runtime = _runtime(request)
+    engines = await runtime.pool.health()
+    ok = runtime.started and all(state == "ok" for state in engines.values())
+    body = HealthResponse(status="ok" if ok else "unavailable", engines=engines)
+    return JSONResponse(status_code=200 if ok else 503, content=body.model_dump())
+
+
+@router.get("/stats")
+async def stats(request: Request) -> dict[str, Any]:
+    runtime = _runtime(request)
+    snapshot = runtime.stats.snapshot()
+    snapshot["batching"] = runtime.config.batching.model_dump()
+    snapshot["engines"] = {
+        "constructions": runtime.pool.engine_constructions,
+        "work": {name: vars(work) for name, work in runtime.pool.work().items()},
+    }
+    return snapshot

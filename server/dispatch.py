@@ -1,0 +1,58 @@
+"""How a request reaches the pipeline: merged into a window (batched) or on its own (naive).
+
+Naive mode is the honest baseline: same engines, same pipeline, but each request runs its own
+capabilities the moment it arrives. Concurrent naive requests still reach the engines
+concurrently, where vLLM batches them as any async server would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from server.batcher import RequestBatcher
+from server.pipeline import ClassificationPipeline, ClassifyJob, JobResult
+
+
+class Dispatcher(Protocol):
+    mode: str
+
+    async def submit(self, job: ClassifyJob) -> JobResult: ...
+
+    async def close(self) -> None: ...
+
+
+class BatchedDispatcher:
+    mode = "batched"
+
+    def __init__(
+        self, pipeline: ClassificationPipeline, window_seconds: float, max_texts: int
+    ) -> None:
+        async def handle(jobs: Sequence[ClassifyJob]) -> list[JobResult | BaseException]:
+            return await pipeline.run_window(jobs, self.mode)
+
+        self.batcher: RequestBatcher[ClassifyJob, JobResult] = RequestBatcher(
+            handle, window_seconds, max_texts, size_of=lambda job: len(job.texts)
+        )
+
+    async def submit(self, job: ClassifyJob) -> JobResult:
+        return await self.batcher.submit(job)
+
+    async def close(self) -> None:
+        await self.batcher.close()
+
+
+class NaiveDispatcher:
+    mode = "naive"
+
+    def __init__(self, pipeline: ClassificationPipeline) -> None:
+        self.pipeline = pipeline
+
+    async def submit(self, job: ClassifyJob) -> JobResult:
+        (result,) = await self.pipeline.run_window([job], self.mode)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def close(self) -> None:
+        return None

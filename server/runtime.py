@@ -1,0 +1,106 @@
+"""Assembles the server from its configuration: registry, processor pool, pipeline, dispatchers.
+
+`Runtime.classify` is also the in-process API for batch jobs:
+
+    runtime = Runtime.build(load_config())
+    await runtime.start()
+    result = await runtime.classify(["some text"], ["sentiment"])
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from capabilities.registry import CapabilityRegistry
+from processors.engines import EngineWork, apply_engine_env
+from processors.pool import ProcessorPool
+from schemas.config import CapServeConfig
+from server.dispatch import BatchedDispatcher, Dispatcher, NaiveDispatcher
+from server.executor import PlanExecutor, ProcessorSource
+from server.pipeline import ClassificationPipeline, ClassifyJob, JobResult
+from server.stats import ServerStats
+
+log = logging.getLogger(__name__)
+
+
+class Pool(ProcessorSource, Protocol):
+    async def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    async def health(self) -> dict[str, str]: ...
+
+    def work(self) -> dict[str, EngineWork]: ...
+
+    @property
+    def engine_constructions(self) -> int: ...
+
+
+class Runtime:
+    def __init__(self, config: CapServeConfig, registry: CapabilityRegistry, pool: Pool) -> None:
+        self.config = config
+        self.registry = registry
+        self.pool = pool
+        self.stats = ServerStats()
+        self.pipeline = ClassificationPipeline(registry, PlanExecutor(registry, pool), self.stats)
+        batching = config.batching
+        self.dispatchers: dict[str, Dispatcher] = {
+            "batched": BatchedDispatcher(
+                self.pipeline, batching.window_ms / 1000.0, batching.max_texts_per_window
+            ),
+            "naive": NaiveDispatcher(self.pipeline),
+        }
+        self.started = False
+
+    @classmethod
+    def build(cls, config: CapServeConfig, pool: Pool | None = None) -> Runtime:
+        """Loads and checks the capabilities; with no pool given, one with real vLLM engines."""
+        runners = {name: model.runner for name, model in config.models.items()}
+        registry = CapabilityRegistry.from_directory(config.capabilities_dir, runners)
+        if pool is None:
+            assert config.models_dir is not None
+            apply_engine_env(config.engine_env)
+            engine_pool = ProcessorPool(config.models, config.models_dir)
+            engine_pool.check_models()  # a missing model is reported before anything starts
+            pool = engine_pool
+        return cls(config, registry, pool)
+
+    async def start(self) -> None:
+        await self.pool.start()
+        self.started = True
+        log.info(
+            "ready: %d capabilities, batching mode %s, window %.0f ms",
+            len(self.registry.names()),
+            self.config.batching.mode,
+            self.config.batching.window_ms,
+        )
+
+    async def stop(self) -> None:
+        for dispatcher in self.dispatchers.values():
+            await dispatcher.close()
+        self.pool.stop()
+        self.started = False
+
+    def dispatcher(self, mode: str | None = None) -> Dispatcher:
+        return self.dispatchers[mode or self.config.batching.mode]
+
+    async def classify(
+        self,
+        texts: Sequence[str],
+        capabilities: Sequence[str],
+        include_dependencies: bool = False,
+        mode: str | None = None,
+    ) -> JobResult:
+        """Classifies texts; raises UnknownCapabilityError or CapabilityFailedError."""
+        self.registry.check_known(capabilities)
+        job = ClassifyJob(tuple(texts), tuple(capabilities), include_dependencies)
+        ok = False
+        try:
+            result = await self.dispatcher(mode).submit(job)
+            ok = True
+            return result
+        finally:
+            self.stats.record_request((time.monotonic() - job.submitted_at) * 1000, ok)

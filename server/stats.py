@@ -1,0 +1,116 @@
+"""Counters and latency percentiles since start: the proof that batching saves work."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from capabilities.plan import BatchPlan
+
+
+class LatencySamples:
+    """The most recent samples (milliseconds), for percentiles."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self._samples: deque[float] = deque(maxlen=keep)
+
+    def add(self, value_ms: float) -> None:
+        self._samples.append(value_ms)
+
+    def extend(self, values_ms: Iterable[float]) -> None:
+        self._samples.extend(values_ms)
+
+    def percentiles(self) -> dict[str, float | None]:
+        ordered = sorted(self._samples)
+        if not ordered:
+            return {"p50": None, "p95": None, "p99": None}
+
+        def at(q: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+        return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99)}
+
+
+@dataclass
+class CapabilityCounters:
+    executions: int = 0
+    texts: int = 0
+    engine_seconds: float = 0.0
+    errors: int = 0
+
+
+class ServerStats:
+    def __init__(self) -> None:
+        self.started_at = time.time()
+        self.requests = 0
+        self.failed_requests = 0
+        self.texts = 0
+        self.unique_texts = 0
+        self.windows = 0
+        self.capability_executions = 0
+        self.naive_equivalent_executions = 0
+        self.capabilities: dict[str, CapabilityCounters] = {}
+        self.queue_wait = LatencySamples()
+        self.latency = LatencySamples()
+
+    def record_window(
+        self,
+        plan: BatchPlan,
+        seconds: Mapping[str, float],
+        errors: Iterable[str],
+        queue_waits_ms: Iterable[float],
+    ) -> None:
+        self.windows += 1
+        self.texts += plan.total_texts
+        self.unique_texts += len(plan.texts)
+        self.capability_executions += plan.capability_executions
+        self.naive_equivalent_executions += plan.naive_equivalent_executions
+        for step in plan.steps:
+            counters = self.capabilities.setdefault(step.capability, CapabilityCounters())
+            counters.executions += 1
+            counters.texts += len(step.text_ids)
+            counters.engine_seconds += seconds.get(step.capability, 0.0)
+        for name in errors:
+            self.capabilities.setdefault(name, CapabilityCounters()).errors += 1
+        self.queue_wait.extend(queue_waits_ms)
+
+    def record_request(self, latency_ms: float, ok: bool) -> None:
+        self.requests += 1
+        if not ok:
+            self.failed_requests += 1
+        self.latency.add(latency_ms)
+
+    def snapshot(self) -> dict[str, Any]:
+        ratio = (
+            self.naive_equivalent_executions / self.capability_executions
+            if self.capability_executions
+            else None
+        )
+        return {
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "requests": self.requests,
+            "failed_requests": self.failed_requests,
+            "texts": self.texts,
+            "unique_texts": self.unique_texts,
+            "windows": self.windows,
+            "capability_executions": self.capability_executions,
+            "naive_equivalent_executions": self.naive_equivalent_executions,
+            "naive_to_actual_ratio": round(ratio, 3) if ratio else None,
+            "queue_wait_ms": self.queue_wait.percentiles(),
+            "latency_ms": self.latency.percentiles(),
+            "capabilities": {
+                name: {
+                    "executions": c.executions,
+                    "texts": c.texts,
+                    "avg_texts_per_execution": round(c.texts / c.executions, 2)
+                    if c.executions
+                    else None,
+                    "engine_seconds": round(c.engine_seconds, 3),
+                    "errors": c.errors,
+                }
+                for name, c in sorted(self.capabilities.items())
+            },
+        }

@@ -1,0 +1,102 @@
+"""A deterministic fake processor pool for unit tests of the batcher, registry, plan and API.
+
+Only unit tests use it: integration tests run the real vLLM engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from capabilities.results import CapabilityResult, normalise, result_from_probabilities
+from capabilities.spec import CapabilitySpec
+from processors.base import Processor, ProcessorInput, WindowContext
+from processors.engines import EngineWork
+from processors.rule import RuleProcessor
+
+SHIPPED_CAPABILITIES = Path(__file__).resolve().parents[2] / "configs" / "capabilities"
+SHIPPED_RUNNERS = {"smollm2": "generate", "minilm": "pooling"}
+
+
+def fake_probabilities(spec: CapabilitySpec, text: str) -> dict[str, float]:
+    """Deterministic scores from a hash of (capability, text)."""
+    scores = {}
+    for label in spec.label_names:
+        digest = hashlib.sha256(f"{spec.name}|{label}|{text}".encode()).digest()
+        scores[label] = 1.0 + digest[0]
+    return normalise(scores)
+
+
+@dataclass
+class Call:
+    capability: str
+    texts: tuple[str, ...]
+    deps: tuple[dict[str, str], ...]
+
+
+@dataclass
+class FakeProcessor:
+    kind: str = "fake"
+    delay: float = 0.0
+    fail_on: set[str] = field(default_factory=set)
+    calls: list[Call] = field(default_factory=list)
+    running: int = 0
+    max_running: int = 0
+
+    async def run(
+        self, spec: CapabilitySpec, inputs: Sequence[ProcessorInput], context: WindowContext
+    ) -> list[CapabilityResult]:
+        self.calls.append(
+            Call(
+                spec.name,
+                tuple(i.text for i in inputs),
+                tuple({d: r.label for d, r in i.deps.items()} for i in inputs),
+            )
+        )
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.running -= 1
+        if spec.name in self.fail_on:
+            raise RuntimeError("engine exploded while reading: SECRET PROMPT TEXT")
+        return [
+            result_from_probabilities(spec.name, spec.version, fake_probabilities(spec, i.text))
+            for i in inputs
+        ]
+
+
+class FakePool:
+    """Implements the Pool protocol without engines."""
+
+    def __init__(self, processor: FakeProcessor | None = None) -> None:
+        self.processor = processor or FakeProcessor()
+        self.rule = RuleProcessor()
+        self.started = 0
+        self.stopped = 0
+
+    @property
+    def engine_constructions(self) -> int:
+        return 0
+
+    async def start(self) -> None:
+        self.started += 1
+
+    def stop(self) -> None:
+        self.stopped += 1
+
+    async def health(self) -> dict[str, str]:
+        return {"fake": "ok"}
+
+    def work(self) -> dict[str, EngineWork]:
+        return {"fake": EngineWork()}
+
+    def processor_for(self, spec: CapabilitySpec) -> Processor:
+        return self.rule if spec.kind == "rule" else self.processor
+
+    def executions(self, capability: str) -> list[Call]:
+        return [c for c in self.processor.calls if c.capability == capability]

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from capabilities.registry import CapabilityRegistry
+from schemas.config import BatchingConfig, CapServeConfig, LimitsConfig, ModelConfig
+from server.api.app import create_app
+from server.runtime import Runtime
+from tests.unit.fakes import FakePool, FakeProcessor
+
+
+def make_client(registry: CapabilityRegistry, pool: FakePool, **batching: Any) -> TestClient:
+    config = CapServeConfig(
+        models={"smollm2": ModelConfig(source="x", runner="generate")},
+        batching=BatchingConfig(window_ms=10, **batching),
+        limits=LimitsConfig(max_texts_per_request=3, max_text_chars=50),
+    )
+    return TestClient(create_app(Runtime(config, registry, pool)))
+
+
+@pytest.fixture
+def client(shipped_registry: CapabilityRegistry) -> Iterator[TestClient]:
+    with make_client(shipped_registry, FakePool()) as c:
+        yield c
+
+
+def error_of(response: Any) -> dict[str, Any]:
+    error: dict[str, Any] = response.json()["error"]
+    return error
+
+
+def test_classify_returns_one_result_per_text_and_capability(client: TestClient):
+    response = client.post("/classify", json={"texts": ["a", "b"], "capabilities": ["sentiment"]})
+    assert response.status_code == 200
+    body = response.json()
+    assert [r["index"] for r in body["results"]] == [0, 1]
+    result = body["results"][0]["results"]["sentiment"]
+    assert result["label"] in {"positive", "negative", "neutral"}
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert result["version"] and body["request_id"] and body["latency_ms"] >= 0
+    assert body["window"]["requests"] == 1
+
+
+def test_classify_single(client: TestClient):
+    response = client.post(
+        "/classify/single",
+        json={"text": "hi", "capabilities": ["route"], "include_dependencies": True},
+    )
+    assert response.status_code == 200
+    assert set(response.json()["results"]) == {"task_type", "complexity", "route"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"texts": [], "capabilities": ["sentiment"]}, "texts", "at least 1 item"),
+        ({"capabilities": ["sentiment"]}, "texts", "Field required"),
+        ({"texts": ["a"], "capabilities": []}, "capabilities", "at least 1 item"),
+        ({"texts": [3], "capabilities": ["sentiment"]}, "texts[0]", "valid string"),
+        ({"texts": ["a"], "capabilities": ["sentiment"], "extra": 1}, "extra", "not permitted"),
+        ({"texts": ["a", " "], "capabilities": ["sentiment"]}, "texts[1]", "is empty"),
+        ({"texts": ["a", "x" * 51], "capabilities": ["sentiment"]}, "texts[1]", "at most 50"),
+        ({"texts": ["a"] * 4, "capabilities": ["sentiment"]}, "texts", "at most 3 per request"),
+    ],
+)
+def test_validation_errors_are_422_and_name_the_field(
+    client: TestClient, body: dict[str, Any], field: str, message: str
+):
+    response = client.post("/classify", json=body)
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["type"] == "validation_error"
+    assert error["details"][0]["field"] == field
+    assert message in error["message"]
+
+
+def test_unknown_capability_is_422_listing_the_valid_ones(client: TestClient):
+    response = client.post("/classify", json={"texts": ["a"], "capabilities": ["sentiment", "zz"]})
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["type"] == "unknown_capability"
+    assert "'zz'" in error["message"]
+    for name in ("complexity", "escalation", "route", "sentiment", "task_type", "topic"):
+        assert name in error["message"]
+
+
+def test_malformed_json_is_a_clear_422(client: TestClient):
+    response = client.post(
+        "/classify", content=b'{"texts": [', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert error_of(response)["message"] == "body: request body is not valid JSON"
+
+
+def test_error_messages_never_echo_the_text(client: TestClient):
+    secret = "my password is hunter2"
+    response = client.post("/classify", json={"texts": [secret, 5], "capabilities": ["sentiment"]})
+    assert response.status_code == 422
+    assert "hunter2" not in response.text
+
+
+def test_a_failed_capability_is_an_explicit_500_without_the_text(
+    shipped_registry: CapabilityRegistry,
+):
+    pool = FakePool(FakeProcessor(fail_on={"sentiment"}))
+    with make_client(shipped_registry, pool) as c:
+        response = c.post("/classify", json={"texts": ["a"], "capabilities": ["escalation"]})
+    assert response.status_code == 500
+    error = error_of(response)
+    assert error["type"] == "capability_failed" and "sentiment" in error["message"]
+    assert "SECRET" not in response.text
+
+
+def test_mode_header_is_refused_unless_enabled(client: TestClient):
+    response = client.post(
+        "/classify",
+        json={"texts": ["a"], "capabilities": ["sentiment"]},
+        headers={"X-Capserve-Batching": "naive"},
+    )
+    assert response.status_code == 422
+    assert error_of(response)["details"][0]["field"] == "X-Capserve-Batching"
+
+
+def test_mode_header_selects_naive_when_enabled(shipped_registry: CapabilityRegistry):
+    with make_client(shipped_registry, FakePool(), allow_mode_header=True) as c:
+        response = c.post(
+            "/classify",
+            json={"texts": ["a"], "capabilities": ["sentiment"]},
+            headers={"X-Capserve-Batching": "naive"},
+        )
+        assert response.json()["window"]["mode"] == "naive"
+        bad = c.post(
+            "/classify",
+            json={"texts": ["a"], "capabilities": ["sentiment"]},
+            headers={"X-Capserve-Batching": "fast"},
+        )
+        assert bad.status_code == 422
+
+
+def test_capabilities_health_and_stats(client: TestClient):
+    caps = client.get("/capabilities").json()["capabilities"]
+    route = next(c for c in caps if c["name"] == "route")
+    assert route["depends_on"] == ["task_type", "complexity"] and route["kind"] == "rule"
+    assert client.get("/health").json() == {"status": "ok", "engines": {"fake": "ok"}}
+    client.post("/classify", json={"texts": ["a", "a"], "capabilities": ["sentiment"]})
+    stats = client.get("/stats").json()
+    assert stats["requests"] == 1 and stats["texts"] == 2 and stats["unique_texts"] == 1
+    assert stats["batching"]["mode"] == "batched"
+    assert stats["engines"]["constructions"] == 0
+
+
+def test_lifespan_starts_and_stops_the_pool(shipped_registry: CapabilityRegistry):
+    pool = FakePool()
+    with make_client(shipped_registry, pool):
+        assert pool.started == 1 and pool.stopped == 0
+    assert pool.stopped == 1

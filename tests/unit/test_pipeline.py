@@ -1,0 +1,141 @@
+"""Window execution with the fake processor: dedup, splitting, dependencies, naive vs batched."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+import pytest
+
+from capabilities.registry import CapabilityRegistry
+from schemas.config import BatchingConfig, CapServeConfig, ModelConfig
+from server.pipeline import CapabilityFailedError
+from server.runtime import Runtime
+from tests.unit.fakes import FakePool, FakeProcessor
+
+
+def runtime_for(
+    registry: CapabilityRegistry, pool: FakePool, mode: Literal["batched", "naive"] = "batched"
+) -> Runtime:
+    config = CapServeConfig(
+        models={"smollm2": ModelConfig(source="x", runner="generate")},
+        batching=BatchingConfig(mode=mode, window_ms=50),
+    )
+    return Runtime(config, registry, pool)
+
+
+async def test_seed_001_batched_vs_naive_execution_counts(seed_registry: CapabilityRegistry):
+    requests = [
+        (["text A"], ["classification"]),
+        (["text B"], ["classification", "recommendations"]),
+        (["text C"], ["classification", "alerts"]),
+    ]
+    counts = {}
+    for mode in ("batched", "naive"):
+        pool = FakePool()
+        runtime = runtime_for(seed_registry, pool, mode)
+        await asyncio.gather(*(runtime.classify(t, c) for t, c in requests))
+        stats = runtime.stats.snapshot()
+        counts[mode] = (stats["capability_executions"], stats["naive_equivalent_executions"])
+        # Only the classification runs on a (fake) engine; the rules are pure functions.
+        engine_calls = len(pool.executions("classification"))
+        assert engine_calls == (1 if mode == "batched" else 3)
+    assert counts["batched"] == (3, 5)
+    assert counts["naive"] == (5, 5)
+
+
+async def test_each_capability_runs_once_over_unique_texts(shipped_registry: CapabilityRegistry):
+    pool = FakePool()
+    runtime = runtime_for(shipped_registry, pool)
+    results = await asyncio.gather(
+        runtime.classify(["x", "y"], ["topic"]),
+        runtime.classify(["y", "z", "y"], ["topic", "sentiment"]),
+        runtime.classify(["x"], ["sentiment"]),
+    )
+    topic_calls = pool.executions("topic")
+    assert len(topic_calls) == 1 and sorted(topic_calls[0].texts) == ["x", "y", "z"]
+    sentiment_calls = pool.executions("sentiment")
+    assert len(sentiment_calls) == 1 and sorted(sentiment_calls[0].texts) == ["x", "y", "z"]
+    assert {r.window.id for r in results} == {results[0].window.id}
+    assert results[0].window.requests == 3
+    assert results[0].window.unique_texts == 3 and results[0].window.texts == 6
+
+
+async def test_results_are_split_back_per_request_in_input_order(
+    shipped_registry: CapabilityRegistry,
+):
+    runtime = runtime_for(shipped_registry, FakePool())
+    first, second = await asyncio.gather(
+        runtime.classify(["b", "a"], ["topic"]),
+        runtime.classify(["a", "c", "a"], ["sentiment", "topic"]),
+    )
+    assert [set(t) for t in first.per_text] == [{"topic"}, {"topic"}]
+    assert [list(t) for t in second.per_text] == [["sentiment", "topic"]] * 3
+    # The same text gets the same result in both requests: it was computed once.
+    assert first.per_text[1]["topic"] == second.per_text[0]["topic"]
+    assert second.per_text[0] == second.per_text[2]
+
+
+async def test_dependency_results_reach_dependents_and_are_shown_on_request(
+    shipped_registry: CapabilityRegistry,
+):
+    pool = FakePool()
+    runtime = runtime_for(shipped_registry, pool)
+    hidden = await runtime.classify(["write code"], ["route"])
+    assert list(hidden.per_text[0]) == ["route"]
+    shown = await runtime.classify(["write code"], ["route"], include_dependencies=True)
+    per = shown.per_text[0]
+    assert list(per) == ["task_type", "complexity", "route"]
+    (complexity_call,) = pool.executions("complexity")[-1:]
+    assert complexity_call.deps == ({"task_type": per["task_type"].label},)
+    assert per["route"].details["inputs"] == {
+        "task_type": per["task_type"].label,
+        "complexity": per["complexity"].label,
+    }
+
+
+async def test_independent_capabilities_run_concurrently(shipped_registry: CapabilityRegistry):
+    pool = FakePool(FakeProcessor(delay=0.05))
+    runtime = runtime_for(shipped_registry, pool)
+    await runtime.classify(["t"], ["topic", "sentiment", "task_type"])
+    assert pool.processor.max_running == 3
+
+
+async def test_a_failure_fails_its_dependents_only(shipped_registry: CapabilityRegistry):
+    pool = FakePool(FakeProcessor(fail_on={"task_type"}))
+    runtime = runtime_for(shipped_registry, pool)
+    failing, fine = await asyncio.gather(
+        runtime.classify(["t"], ["route"]),
+        runtime.classify(["t"], ["sentiment"]),
+        return_exceptions=True,
+    )
+    assert isinstance(failing, CapabilityFailedError)
+    assert failing.capability == "task_type"
+    assert "RuntimeError" in str(failing) and "SECRET" not in str(failing)
+    assert not isinstance(fine, BaseException)
+    assert fine.per_text[0]["sentiment"].label
+    assert pool.executions("complexity") == []  # never ran: its dependency failed
+    stats = runtime.stats.snapshot()
+    assert stats["failed_requests"] == 1 and stats["capabilities"]["task_type"]["errors"] == 1
+
+
+async def test_unknown_capability_is_refused_before_queueing(shipped_registry: CapabilityRegistry):
+    pool = FakePool()
+    runtime = runtime_for(shipped_registry, pool)
+    with pytest.raises(ValueError, match="valid capabilities: complexity"):
+        await runtime.classify(["t"], ["nope"])
+    assert pool.processor.calls == []
+
+
+async def test_stats_count_windows_latency_and_per_capability_work(
+    shipped_registry: CapabilityRegistry,
+):
+    runtime = runtime_for(shipped_registry, FakePool())
+    await asyncio.gather(*(runtime.classify([f"t{i}", "shared"], ["sentiment"]) for i in range(5)))
+    stats = runtime.stats.snapshot()
+    assert stats["requests"] == 5 and stats["windows"] == 1
+    assert stats["texts"] == 10 and stats["unique_texts"] == 6
+    assert stats["capability_executions"] == 1 and stats["naive_equivalent_executions"] == 5
+    assert stats["naive_to_actual_ratio"] == 5.0
+    assert stats["capabilities"]["sentiment"]["avg_texts_per_execution"] == 6.0
+    assert stats["latency_ms"]["p50"] is not None and stats["queue_wait_ms"]["p99"] is not None

@@ -1,0 +1,107 @@
+"""Pure parts of the processors: label tokens, rules, shared window values, model sources."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from capabilities.registry import CapabilityRegistry
+from capabilities.results import CapabilityResult
+from capabilities.rules import evaluate_rule
+from processors.base import WindowContext
+from processors.llm_choice import label_first_tokens
+from processors.model_store import ModelNotReadyError, resolve_model_path
+
+
+class WordTokenizer:
+    """Each word (with its leading space) is one token; the first letters decide the id."""
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        word = text.strip().lower()
+        return [hash((text.startswith(" "), word[:3]))]
+
+
+def test_label_tokens_drop_first_tokens_that_labels_share():
+    tokens = label_first_tokens(WordTokenizer(), ["positive", "negative", "posh"])
+    assert tokens["negative"]
+    assert tokens["positive"] == set() and tokens["posh"] == set()
+
+
+def dep(name: str, label: str, confidence: float) -> CapabilityResult:
+    return CapabilityResult(name, "v", label, confidence, {label: confidence})
+
+
+def test_route_rule_cases_in_order(shipped_registry: CapabilityRegistry):
+    route = shipped_registry.get("route")
+    code = evaluate_rule(
+        route,
+        {
+            "task_type": dep("task_type", "code_generation", 0.9),
+            "complexity": dep("complexity", "complex", 0.8),
+        },
+    )
+    assert code.label == "code_model" and code.confidence == 0.9
+    hard_math = evaluate_rule(
+        route,
+        {
+            "task_type": dep("task_type", "math", 0.7),
+            "complexity": dep("complexity", "complex", 0.8),
+        },
+    )
+    assert hard_math.label == "reasoning_model" and hard_math.confidence == 0.7
+    unsure = evaluate_rule(
+        route,
+        {
+            "task_type": dep("task_type", "chat", 0.9),
+            "complexity": dep("complexity", "complex", 0.55),
+        },
+    )
+    assert unsure.label == "small_model" and unsure.details["matched"] == "default"
+    assert sum(unsure.probabilities.values()) == 1.0
+
+
+async def test_window_context_computes_each_key_once():
+    context = WindowContext()
+    calls: list[list[str]] = []
+
+    async def compute(keys: Sequence[str]) -> list[str]:
+        calls.append(list(keys))
+        await asyncio.sleep(0.01)
+        return [k.upper() for k in keys]
+
+    first, second = await asyncio.gather(
+        context.shared("emb", ["a", "b", "a"], compute),
+        context.shared("emb", ["b", "c"], compute),
+    )
+    assert first == ["A", "B", "A"] and second == ["B", "C"]
+    assert calls == [["a", "b"], ["c"]]
+
+
+async def test_window_context_passes_errors_to_every_waiter():
+    context = WindowContext()
+
+    async def broken(keys: Sequence[str]) -> list[str]:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("no engine")
+
+    results = await asyncio.gather(
+        context.shared("emb", ["a"], broken),
+        context.shared("emb", ["a"], broken),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+
+def test_model_sources(tmp_path: Path):
+    assert resolve_model_path("m", str(tmp_path), tmp_path) == str(tmp_path.resolve())
+    assert resolve_model_path("m", "org/some-model", tmp_path) == "org/some-model"
+    with pytest.raises(ModelNotReadyError, match=r"local folder \./nowhere does not exist"):
+        resolve_model_path("m", "./nowhere", tmp_path)
+    with pytest.raises(ModelNotReadyError, match="unknown embedded model 'nope'"):
+        resolve_model_path("m", "embedded:nope", tmp_path)
+    empty = tmp_path / "empty-models"
+    with pytest.raises(ModelNotReadyError, match="run `capserve prepare-models`"):
+        resolve_model_path("m", "embedded:smollm2-135m-instruct", empty)
