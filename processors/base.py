@@ -45,8 +45,11 @@ class WindowContext:
                 values = await compute(missing)
             except BaseException as exc:
                 for future in futures.values():
-                    future.set_exception(exc)
-                    future.exception()  # marks it retrieved: the error is raised below
+                    if isinstance(exc, asyncio.CancelledError):
+                        future.cancel()
+                    else:
+                        future.set_exception(exc)
+                        future.exception()  # marks it retrieved: the error is raised below
                 raise
             for key, value in zip(missing, values, strict=True):
                 futures[key].set_result(value)

@@ -67,6 +67,12 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def _bench_scoring(args: argparse.Namespace) -> int:
+    from server.bench_scoring import run_scoring_bench
+
+    return run_scoring_bench(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_arguments(bench)
     bench.set_defaults(run=_bench)
+
+    scoring = sub.add_parser("bench-scoring", help="time the llm_choice scoring methods")
+    with_config(scoring)
+    from server.bench_scoring import add_scoring_arguments
+
+    add_scoring_arguments(scoring)
+    scoring.set_defaults(run=_bench_scoring)
     return parser
 
 

@@ -90,7 +90,6 @@ async def _classify(
     runtime = _runtime(request)
     started = time.perf_counter()
     check_limits(texts, capabilities, runtime.config.limits)
-    runtime.registry.check_known(capabilities)
     job = await runtime.classify(texts, capabilities, include, _mode(runtime, mode))
     return job, uuid.uuid4().hex, round((time.perf_counter() - started) * 1000, 2)
 

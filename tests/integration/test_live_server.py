@@ -150,3 +150,13 @@ def test_prompt_text_never_reaches_the_logs(client: httpx.Client, server: LiveSe
     classify(client, [secret], ["sentiment", "topic"])
     client.post("/classify", json={"texts": [secret, ""], "capabilities": ["sentiment"]})
     assert "zebra-quartz" not in server.log()
+
+
+def test_text_embeddings_are_computed_once_per_window(client: httpx.Client):
+    classify(client, ["Warm up both label sets."], ["topic", "task_type"])
+    before = client.get("/stats").json()["engines"]["work"]["minilm"]["requests"]
+    texts = ["Shared embedding one.", "Shared embedding two.", "Shared embedding one."]
+    classify(client, texts, ["topic", "task_type"])
+    after = client.get("/stats").json()["engines"]["work"]["minilm"]["requests"]
+    # Two unique texts, two embedding capabilities, one embedding per unique text.
+    assert after - before == 2
