@@ -15,9 +15,10 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -47,12 +48,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_server(config: Path | None, port: int) -> subprocess.Popen[bytes]:
+def _start_server(config: Path | None, port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
     env = dict(os.environ, CAPSERVE__BATCHING__ALLOW_MODE_HEADER="true")
     cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port)]
     if config is not None:
         cmd += ["--config", str(config)]
-    return subprocess.Popen(cmd, env=env)
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 async def _wait_ready(client: httpx.AsyncClient, timeout: float, proc: Any) -> None:
@@ -214,7 +215,7 @@ async def _run(args: argparse.Namespace, base_url: str, proc: Any) -> dict[str, 
                 )
         stats = (await client.get("/stats")).json()
     return {
-        "command": "capserve " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "capserve bench",
+        "command": "capserve " + " ".join(sys.argv[1:]),
         "parameters": {
             k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "run"
         },
@@ -228,10 +229,13 @@ async def _run(args: argparse.Namespace, base_url: str, proc: Any) -> dict[str, 
 def run_bench(args: argparse.Namespace) -> int:
     proc = None
     base_url = args.url
-    if base_url is None:
-        port = _free_port()
-        proc = _start_server(args.config, port)
-        base_url = f"http://127.0.0.1:{port}"
+    log_path = Path(tempfile.gettempdir()) / f"capserve-bench-{os.getpid()}.log"
+    with log_path.open("wb") as log:
+        if base_url is None:
+            port = _free_port()
+            proc = _start_server(args.config, port, log)
+            base_url = f"http://127.0.0.1:{port}"
+            print(f"started a server on {base_url}; its log: {log_path}", flush=True)
     try:
         result = asyncio.run(_run(args, base_url, proc))
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -119,5 +120,6 @@ def run_scoring_bench(args: argparse.Namespace) -> int:
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")
-        args.output.with_suffix(".md").write_text(report + "\n")
+        command = "capserve " + " ".join(sys.argv[1:])
+        args.output.with_suffix(".md").write_text(f"Command: `{command}`\n\n{report}\n")
     return 0
