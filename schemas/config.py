@@ -16,6 +16,9 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Run every capability once on a fixed text before reporting healthy: the first real request
+    # then finds label embeddings computed and instruction prefixes in the engine's cache.
+    warmup: bool = True
 
 
 class BatchingConfig(_Strict):

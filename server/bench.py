@@ -33,8 +33,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url", default=None, help="use this running server instead of starting one"
     )
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
-    parser.add_argument("--requests", type=int, default=64, help="requests per phase")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    parser.add_argument("--requests", type=int, default=128, help="requests per phase")
     parser.add_argument("--rounds", type=int, default=3, help="phases per mode")
     parser.add_argument("--duplicate-rate", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
+from capabilities.plan import WorkItem, build_plan
 from capabilities.registry import CapabilityRegistry
 from processors.engines import EngineWork, apply_engine_env
 from processors.pool import ProcessorPool
@@ -24,6 +25,8 @@ from server.pipeline import ClassificationPipeline, ClassifyJob, JobResult
 from server.stats import ServerStats
 
 log = logging.getLogger(__name__)
+
+WARMUP_TEXT = "capserve warm-up: is this text about anything at all?"
 
 
 class Pool(ProcessorSource, Protocol):
@@ -70,6 +73,8 @@ class Runtime:
 
     async def start(self) -> None:
         await self.pool.start()
+        if self.config.server.warmup:
+            await self._warm_up()
         self.started = True
         log.info(
             "ready: %d capabilities, batching mode %s, window %.0f ms",
@@ -77,6 +82,14 @@ class Runtime:
             self.config.batching.mode,
             self.config.batching.window_ms,
         )
+
+    async def _warm_up(self) -> None:
+        """Runs every capability once, outside the stats; a failure stops the start-up."""
+        plan = build_plan(self.registry, [WorkItem((WARMUP_TEXT,), tuple(self.registry.names()))])
+        outcome = await self.pipeline.executor.run(plan)
+        if outcome.errors:
+            raise RuntimeError(f"warm-up failed: {'; '.join(sorted(outcome.errors.values()))}")
+        log.info("warm-up done: %d capabilities ran once", len(plan.steps))
 
     async def stop(self) -> None:
         for dispatcher in self.dispatchers.values():

@@ -106,8 +106,9 @@ def test_error_messages_never_echo_the_text(client: TestClient):
 def test_a_failed_capability_is_an_explicit_500_without_the_text(
     shipped_registry: CapabilityRegistry,
 ):
-    pool = FakePool(FakeProcessor(fail_on={"sentiment"}))
+    pool = FakePool()
     with make_client(shipped_registry, pool) as c:
+        pool.processor.fail_on.add("sentiment")  # after the warm-up
         response = c.post("/classify", json={"texts": ["a"], "capabilities": ["escalation"]})
     assert response.status_code == 500
     error = error_of(response)
@@ -153,8 +154,18 @@ def test_capabilities_health_and_stats(client: TestClient):
     assert stats["engines"]["constructions"] == 0
 
 
-def test_lifespan_starts_and_stops_the_pool(shipped_registry: CapabilityRegistry):
+def test_lifespan_starts_warms_up_and_stops_the_pool(shipped_registry: CapabilityRegistry):
     pool = FakePool()
-    with make_client(shipped_registry, pool):
+    with make_client(shipped_registry, pool) as c:
         assert pool.started == 1 and pool.stopped == 0
+        warmed = {call.capability for call in pool.processor.calls}
+        assert warmed == {"sentiment", "topic", "task_type", "complexity"}
+        assert c.get("/stats").json()["requests"] == 0  # the warm-up is not traffic
     assert pool.stopped == 1
+
+
+def test_a_failing_warm_up_stops_the_start(shipped_registry: CapabilityRegistry):
+    pool = FakePool(FakeProcessor(fail_on={"topic"}))
+    client = make_client(shipped_registry, pool)
+    with pytest.raises(RuntimeError, match="warm-up failed: capability 'topic' failed"):
+        client.__enter__()
