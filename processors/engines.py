@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,12 +80,11 @@ class Engine:
         self.work.prompt_tokens += len(output.prompt_token_ids or ())
         self.work.cached_prompt_tokens += output.num_cached_tokens or 0
 
-    async def generate(self, prompt_token_ids: Sequence[int], params: Any) -> Any:
-        """Runs one prompt to completion and returns the final RequestOutput."""
+    async def _final(self, stream: AsyncIterator[Any]) -> Any:
+        """Drains an engine output stream, counts the work, and returns the last output."""
         final = None
         try:
-            prompt = {"prompt_token_ids": list(prompt_token_ids)}
-            async for output in self._llm.generate(prompt, params, self._next_id()):
+            async for output in stream:
                 final = output
         except Exception:
             self.work.errors += 1
@@ -96,23 +95,17 @@ class Engine:
         self._account(final)
         return final
 
+    async def generate(self, prompt_token_ids: Sequence[int], params: Any) -> Any:
+        """Runs one prompt to completion and returns the final RequestOutput."""
+        prompt = {"prompt_token_ids": list(prompt_token_ids)}
+        return await self._final(self._llm.generate(prompt, params, self._next_id()))
+
     async def embed(self, prompt_token_ids: Sequence[int]) -> list[float]:
         from vllm import PoolingParams
 
-        final = None
-        try:
-            prompt = {"prompt_token_ids": list(prompt_token_ids)}
-            async for output in self._llm.encode(
-                prompt, PoolingParams(task="embed"), self._next_id()
-            ):
-                final = output
-        except Exception:
-            self.work.errors += 1
-            raise
-        if final is None:
-            self.work.errors += 1
-            raise RuntimeError(f"engine '{self.name}' returned no embedding")
-        self._account(final)
+        prompt = {"prompt_token_ids": list(prompt_token_ids)}
+        params = PoolingParams(task="embed")
+        final = await self._final(self._llm.encode(prompt, params, self._next_id()))
         data = final.outputs.data
         return [float(x) for x in (data.tolist() if hasattr(data, "tolist") else data)]
 

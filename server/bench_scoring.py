@@ -88,7 +88,8 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
                         "agreement_with_label_logprobs": round(agree, 3),
                     }
                 )
-                print(f"round {r}: {m} {rows[-1]['texts_per_s']} texts/s", flush=True)
+                rate = rows[-1]["texts_per_s"]
+                print(f"round {r}: {m} {rate} per second", flush=True)
     finally:
         pool.stop()
     totals = {
