@@ -87,6 +87,8 @@ def _check_own_fields(spec: CapabilitySpec, model_runners: Mapping[str, str]) ->
         problems.append(f"{where}: kind 'llm_choice' needs a prompt (system, user)")
     if spec.kind != "llm_choice" and d.prompt is not None:
         problems.append(f"{where}: prompt is only used by kind 'llm_choice'")
+    if d.calibrate and (spec.kind != "llm_choice" or d.scoring == "choice"):
+        problems.append(f"{where}: calibrate needs kind 'llm_choice' with probability scoring")
     if spec.kind == "rule" and d.rule is None:
         problems.append(f"{where}: kind 'rule' needs a rule (cases, default)")
     if spec.kind != "rule" and d.rule is not None:
@@ -141,7 +143,7 @@ def _check_prompt(spec: CapabilitySpec, specs: Mapping[str, CapabilitySpec]) -> 
                 )
             if part == "user" and "text" not in compiled.variables:
                 raise TemplateProblem("must use {{ text }}")
-            check_renders(compiled, spec.label_names, dependency_labels, with_text)
+            check_renders(compiled, spec.labels, dependency_labels, with_text)
         except TemplateProblem as exc:
             problems.append(f"{where}: prompt.{part} template {exc}")
     return problems

@@ -10,12 +10,24 @@ from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from capabilities.results import CapabilityResult
+from schemas.capability import LabelDefinition
 
 _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 class TemplateProblem(Exception):
     """A template that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class LabelView:
+    """One item of `labels` inside a template: prints as its name, and has `.description`."""
+
+    name: str
+    description: str
+
+    def __str__(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,7 @@ class CompiledTemplate:
 
     def render(
         self,
-        labels: Sequence[str],
+        labels: Sequence[LabelDefinition],
         text: str | None = None,
         deps: Mapping[str, CapabilityResult] | None = None,
     ) -> str:
@@ -62,7 +74,8 @@ class CompiledTemplate:
             name: DependencyView(result.label, result.confidence)
             for name, result in (deps or {}).items()
         }
-        context: dict[str, object] = {"labels": list(labels), "deps": _Dependencies(views)}
+        label_views = [LabelView(label.name, label.description or "") for label in labels]
+        context: dict[str, object] = {"labels": label_views, "deps": _Dependencies(views)}
         if text is not None:
             context["text"] = text
         return self.template.render(context)
@@ -85,7 +98,7 @@ def compile_template(source: str) -> CompiledTemplate:
 
 def check_renders(
     template: CompiledTemplate,
-    labels: Sequence[str],
+    labels: Sequence[LabelDefinition],
     dependency_labels: Mapping[str, Sequence[str]],
     with_text: bool,
 ) -> None:

@@ -13,11 +13,17 @@ Scoring methods (`scoring` in the capability YAML):
 - auto: label_logprobs when every label has a first token of its own, else choice. Measured on
   the embedded model, the three methods run within a few percent of each other (README,
   "Scoring method"); label_logprobs is the exact one, so it is the default.
+
+`calibrate: true` divides the label probabilities by those the same prompt gives content-free
+inputs ("N/A", ...), computed once per capability version: small models lean towards some
+labels whatever the text says, and this takes the lean out ("Calibrate Before Use",
+Zhao et al., 2021).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +36,8 @@ from processors.base import ProcessorInput, WindowContext
 from processors.engines import Engine
 
 TOP_LOGPROBS = 20
+# Inputs with no content: what the prompt alone makes the model say (the prior to divide out).
+CONTENT_FREE_TEXTS = ("N/A", "[MASK]", "...")
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,8 @@ class ChoiceSetup:
     user: CompiledTemplate
     suffix_ids: tuple[int, ...]  # the user turn's end, the assistant turn and answer prefix
     label_tokens: Mapping[str, frozenset[int]]
+    # With `calibrate`: the label probabilities the prompt gives content-free inputs.
+    prior: Mapping[str, float] | None = None
 
 
 def label_first_tokens(tokenizer: Any, labels: Sequence[str]) -> dict[str, set[int]]:
@@ -79,33 +89,47 @@ class LLMChoiceProcessor:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._setups: dict[tuple[str, str], ChoiceSetup] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
-    def setup_for(self, spec: CapabilitySpec) -> ChoiceSetup:
+    async def setup_for(self, spec: CapabilitySpec) -> ChoiceSetup:
+        """Built once per capability version (calibration included)."""
         key = (spec.name, spec.version)
-        setup = self._setups.get(key)
-        if setup is None:
-            prompt = spec.definition.prompt
-            if prompt is None:
-                raise ValueError(f"capability '{spec.name}' has no prompt")
-            system = compile_template(prompt.system).render(spec.label_names)
-            tokenizer = self.engine.tokenizer
-            prefix, suffix = _chat_parts(tokenizer, system, prompt.answer_prefix)
-            tokens = label_first_tokens(self.engine.tokenizer, spec.label_names)
-            method = spec.definition.scoring
-            distinct = all(tokens.values())
-            if method == "auto":
-                method = "label_logprobs" if distinct else "choice"
-            elif method in ("label_logprobs", "top_logprobs") and not distinct:
-                method = "choice"
-            setup = ChoiceSetup(
-                method=method,
-                prefix_ids=tuple(tokenizer.encode(prefix, add_special_tokens=False)),
-                user=compile_template(prompt.user),
-                suffix_ids=tuple(tokenizer.encode(suffix, add_special_tokens=False)),
-                label_tokens={k: frozenset(v) for k, v in tokens.items()},
-            )
-            self._setups[key] = setup
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            setup = self._setups.get(key)
+            if setup is None:
+                setup = self._build_setup(spec)
+                if spec.definition.calibrate and setup.method != "choice":
+                    content_free = [ProcessorInput(text, {}) for text in CONTENT_FREE_TEXTS]
+                    scored = await self._score_all(spec, setup, content_free)
+                    prior = {
+                        label: sum(r.probabilities[label] for r in scored) / len(scored)
+                        for label in spec.label_names
+                    }
+                    setup = dataclasses.replace(setup, prior=prior)
+                self._setups[key] = setup
         return setup
+
+    def _build_setup(self, spec: CapabilitySpec) -> ChoiceSetup:
+        prompt = spec.definition.prompt
+        if prompt is None:
+            raise ValueError(f"capability '{spec.name}' has no prompt")
+        system = compile_template(prompt.system).render(spec.labels)
+        tokenizer = self.engine.tokenizer
+        prefix, suffix = _chat_parts(tokenizer, system, prompt.answer_prefix)
+        tokens = label_first_tokens(tokenizer, spec.label_names)
+        method = spec.definition.scoring
+        distinct = all(tokens.values())
+        if method == "auto":
+            method = "label_logprobs" if distinct else "choice"
+        elif method in ("label_logprobs", "top_logprobs") and not distinct:
+            method = "choice"
+        return ChoiceSetup(
+            method=method,
+            prefix_ids=tuple(tokenizer.encode(prefix, add_special_tokens=False)),
+            user=compile_template(prompt.user),
+            suffix_ids=tuple(tokenizer.encode(suffix, add_special_tokens=False)),
+            label_tokens={k: frozenset(v) for k, v in tokens.items()},
+        )
 
     def _params(self, setup: ChoiceSetup, labels: Sequence[str]) -> Any:
         from vllm import SamplingParams
@@ -131,35 +155,36 @@ class LLMChoiceProcessor:
         self, spec: CapabilitySpec, setup: ChoiceSetup, output: Any, truncated: bool
     ) -> CapabilityResult:
         completion = output.outputs[0]
-        extra = {"truncated": True} if truncated else {}
+        details: dict[str, Any] = {"scoring": setup.method}
+        if truncated:
+            details["truncated"] = True
         if setup.method == "choice":
             label = completion.text.strip()
             if label not in spec.label_names:
                 raise ValueError(f"constrained decoding returned a non-label ({len(label)} chars)")
             probabilities = {name: float(name == label) for name in spec.label_names}
-            return result_from_probabilities(
-                spec.name, spec.version, probabilities, {"scoring": "choice", **extra}
-            )
+            return result_from_probabilities(spec.name, spec.version, probabilities, details)
         step = completion.logprobs[0] if completion.logprobs else {}
         mass = {
             label: sum(math.exp(step[t].logprob) for t in ids if t in step)
             for label, ids in setup.label_tokens.items()
         }
-        label_mass = sum(mass.values())
-        return result_from_probabilities(
-            spec.name,
-            spec.version,
-            normalise(mass),
-            # How much of the model's next-token probability fell on the labels at all.
-            {"scoring": setup.method, "label_mass": round(label_mass, 4), **extra},
-        )
+        # How much of the model's next-token probability fell on the labels at all.
+        details["label_mass"] = round(sum(mass.values()), 4)
+        probabilities = normalise(mass)
+        if setup.prior is not None:
+            prior = setup.prior
+            probabilities = normalise(
+                {label: p / max(prior[label], 1e-6) for label, p in probabilities.items()}
+            )
+            details["calibrated"] = True
+        return result_from_probabilities(spec.name, spec.version, probabilities, details)
 
-    async def run(
-        self, spec: CapabilitySpec, inputs: Sequence[ProcessorInput], context: WindowContext
+    async def _score_all(
+        self, spec: CapabilitySpec, setup: ChoiceSetup, inputs: Sequence[ProcessorInput]
     ) -> list[CapabilityResult]:
-        setup = self.setup_for(spec)
         params = self._params(setup, spec.label_names)
-        users = [setup.user.render(spec.label_names, item.text, item.deps) for item in inputs]
+        users = [setup.user.render(spec.labels, item.text, item.deps) for item in inputs]
         user_ids = await self.engine.tokenize(users)
         # A text too long for the model is cut at the end, never the instructions around it.
         budget = self.engine.max_model_len - len(setup.prefix_ids) - len(setup.suffix_ids)
@@ -170,3 +195,8 @@ class LLMChoiceProcessor:
             self._score(spec, setup, output, len(ids) > budget)
             for output, ids in zip(outputs, user_ids, strict=True)
         ]
+
+    async def run(
+        self, spec: CapabilitySpec, inputs: Sequence[ProcessorInput], context: WindowContext
+    ) -> list[CapabilityResult]:
+        return await self._score_all(spec, await self.setup_for(spec), inputs)

@@ -25,7 +25,8 @@ class LabelDefinition(_Strict):
 class PromptDefinition(_Strict):
     # Jinja templates. `system` may use `labels` only, so that it is identical for every text
     # and the engine's prefix cache reuses it. `user` must use `text`, and may use `labels`
-    # and `deps.<dependency>.label` / `.confidence`.
+    # and `deps.<dependency>.label` / `.confidence`. A label prints as its name and has
+    # `.name` and `.description`.
     system: str
     user: str = "{{ text }}"
     # Put after the assistant turn starts, so that the next token is the label.
@@ -75,6 +76,8 @@ class CapabilityDefinition(_Strict):
     rule: RuleDefinition | None = None
     # llm_choice: "auto" | "label_logprobs" | "top_logprobs" | "choice".
     scoring: Literal["auto", "label_logprobs", "top_logprobs", "choice"] = "auto"
+    # llm_choice: divide out the label prior the prompt gives content-free inputs.
+    calibrate: bool = False
     # embedding_similarity: softmax temperature over cosine similarities.
     temperature: float = Field(default=0.05, gt=0.0)
 

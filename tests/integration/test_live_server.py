@@ -49,6 +49,40 @@ def test_positive_and_negative_texts_get_different_sentiment(client: httpx.Clien
     assert positive["label"] == "positive"
     assert negative["label"] == "negative"
     assert positive["details"]["scoring"] == "label_logprobs"
+    assert positive["details"]["calibrated"] is True
+
+
+POSITIVE = [
+    "I love this phone, it is amazing!",
+    "Great service, thank you so much!",
+    "What a fantastic movie, I enjoyed every minute.",
+    "The food was delicious and the staff were friendly.",
+    "Best purchase I have made this year.",
+    "I'm so happy with the results!",
+    "This update made the app so much faster, well done.",
+    "Wonderful trip, everything went perfectly.",
+    "The new design looks beautiful.",
+    "Thanks, your answer solved my problem!",
+]
+NEGATIVE = [
+    "This is the worst purchase I have ever made.",
+    "The package arrived broken and support never answered.",
+    "I hate waiting in line, it is so frustrating.",
+    "The app keeps crashing, totally useless.",
+    "Terrible food and rude staff.",
+    "I want a refund, this product is garbage.",
+    "My flight was cancelled and nobody helped.",
+    "The update ruined everything, I'm furious.",
+    "Very disappointed with the quality.",
+    "This movie was boring and too long.",
+]
+
+
+def test_sentiment_spot_check_on_clear_cases(client: httpx.Client):
+    body = classify(client, POSITIVE + NEGATIVE, ["sentiment"])
+    labels = [r["results"]["sentiment"]["label"] for r in body["results"]]
+    assert sum(label == "positive" for label in labels[:10]) >= 9, labels[:10]
+    assert sum(label == "negative" for label in labels[10:]) >= 9, labels[10:]
 
 
 def test_embedding_capabilities_tell_tasks_apart(client: httpx.Client):

@@ -134,6 +134,24 @@ def test_template_may_use_declared_dependency(write_capabilities: Write):
     assert registry.resolve(["sentiment"]) == ["topic", "sentiment"]
 
 
+def test_templates_see_label_names_and_descriptions(write_capabilities: Write):
+    from capabilities.templates import compile_template
+
+    prompt = {
+        "system": "{% for l in labels %}{{ l }}={{ l.description }};{% endfor %}",
+        "user": "{{ text }}",
+    }
+    labels = [{"name": "positive", "description": "happy"}, {"name": "negative"}]
+    directory = write_capabilities(choice(prompt=prompt, labels=labels))
+    spec = CapabilityRegistry.from_directory(directory, SHIPPED_RUNNERS).get("sentiment")
+    assert compile_template(prompt["system"]).render(spec.labels) == "positive=happy;negative=;"
+
+
+def test_calibrate_needs_probability_scoring(write_capabilities: Write):
+    message = load_error(write_capabilities(choice(calibrate=True, scoring="choice")))
+    assert "calibrate needs kind 'llm_choice' with probability scoring" in message
+
+
 def test_rule_labels_must_exist(write_capabilities: Write):
     message = load_error(
         write_capabilities(
