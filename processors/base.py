@@ -18,6 +18,20 @@ class ProcessorInput:
     deps: Mapping[str, CapabilityResult]
 
 
+@dataclass(frozen=True)
+class ItemFailure:
+    """One text's failure inside a capability. The reason never quotes the text."""
+
+    reason: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ItemFailure:
+        return cls(type(exc).__name__)
+
+
+ItemOutcome = CapabilityResult | ItemFailure
+
+
 @dataclass
 class WindowContext:
     """State shared by the capabilities of one window, e.g. text embeddings per model."""
@@ -42,8 +56,11 @@ class WindowContext:
             self._memo[(namespace, key)] = future
         if missing:
             try:
-                values = await compute(missing)
+                values = list(await compute(missing))
+                if len(values) != len(missing):
+                    raise RuntimeError(f"{len(values)} values computed for {len(missing)} keys")
             except BaseException as exc:
+                # Every waiter must hear of it, or capabilities sharing these keys would hang.
                 for future in futures.values():
                     if isinstance(exc, asyncio.CancelledError):
                         future.cancel()
@@ -61,14 +78,10 @@ class Processor(Protocol):
 
     async def run(
         self, spec: CapabilitySpec, inputs: Sequence[ProcessorInput], context: WindowContext
-    ) -> list[CapabilityResult]:
-        """One result per input, in order."""
+    ) -> Sequence[ItemOutcome]:
+        """One outcome per input, in order: a result, or that text's failure.
+
+        Raising fails the capability for every input; return an ItemFailure instead when only
+        some texts fail, so that the others' requests still get their results.
+        """
         ...
-
-
-class ProcessorError(Exception):
-    """A capability failed on the engine; carries the capability name, never the text."""
-
-    def __init__(self, capability: str, message: str) -> None:
-        self.capability = capability
-        super().__init__(f"capability '{capability}' failed: {message}")

@@ -8,20 +8,19 @@ and shared by every embedding capability of that window that uses the same model
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from capabilities.results import CapabilityResult, result_from_probabilities
+from capabilities.results import result_from_probabilities
 from capabilities.spec import CapabilitySpec
-from processors.base import ProcessorInput, WindowContext
+from processors.base import ItemFailure, ItemOutcome, ProcessorInput, WindowContext
 from processors.engines import Engine
 
 
-def _unit_rows(vectors: Sequence[Sequence[float]]) -> np.ndarray:
-    matrix = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    unit: np.ndarray = matrix / np.maximum(norms, 1e-12)
+def _unit(vector: Sequence[float]) -> np.ndarray:
+    array = np.asarray(vector, dtype=np.float32)
+    unit: np.ndarray = array / max(float(np.linalg.norm(array)), 1e-12)
     return unit
 
 
@@ -42,11 +41,16 @@ class EmbeddingSimilarityProcessor:
         self._label_vectors: dict[tuple[str, str], tuple[list[str], np.ndarray]] = {}
         self._label_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
-    async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-length embeddings, one row per text."""
+    async def embed_texts(self, texts: Sequence[str]) -> list[np.ndarray | ItemFailure]:
+        """A unit-length embedding per text, or that text's failure."""
         token_ids = await self.engine.tokenize(texts, truncate_to=self.engine.max_model_len)
-        vectors = await asyncio.gather(*(self.engine.embed(ids) for ids in token_ids))
-        return _unit_rows(vectors)
+        vectors = await asyncio.gather(
+            *(self.engine.embed(ids) for ids in token_ids), return_exceptions=True
+        )
+        return [
+            ItemFailure.from_exception(v) if isinstance(v, BaseException) else _unit(v)
+            for v in vectors
+        ]
 
     async def label_vectors(self, spec: CapabilitySpec) -> tuple[list[str], np.ndarray]:
         key = (spec.name, spec.version)
@@ -55,32 +59,52 @@ class EmbeddingSimilarityProcessor:
             if key not in self._label_vectors:
                 pairs = label_prototypes(spec)
                 vectors = await self.embed_texts([text for _, text in pairs])
-                self._label_vectors[key] = ([label for label, _ in pairs], vectors)
+                if any(isinstance(v, ItemFailure) for v in vectors):
+                    raise RuntimeError(f"label embeddings of '{spec.name}' failed on the engine")
+                matrix = np.stack([v for v in vectors if isinstance(v, np.ndarray)])
+                self._label_vectors[key] = ([label for label, _ in pairs], matrix)
         return self._label_vectors[key]
 
-    async def run(
-        self, spec: CapabilitySpec, inputs: Sequence[ProcessorInput], context: WindowContext
-    ) -> list[CapabilityResult]:
-        owners, prototypes = await self.label_vectors(spec)
-        texts = await context.shared(
-            f"embedding:{self.engine.name}", [item.text for item in inputs], self.embed_texts
-        )
-        similarities = np.stack(texts) @ prototypes.T  # (texts, prototypes)
+    def _probabilities(
+        self, spec: CapabilitySpec, owners: list[str], similarities: np.ndarray
+    ) -> np.ndarray:
+        """Softmax over each label's best-matching prototype, one row per text."""
         names = list(spec.label_names)
-        best = np.full((len(inputs), len(names)), -1.0, dtype=np.float32)
+        best = np.full((similarities.shape[0], len(names)), -1.0, dtype=np.float32)
         for column, owner in enumerate(owners):
             index = names.index(owner)
             best[:, index] = np.maximum(best[:, index], similarities[:, column])
         logits = best / spec.definition.temperature
         logits -= logits.max(axis=1, keepdims=True)
         weights = np.exp(logits)
-        probabilities = weights / weights.sum(axis=1, keepdims=True)
-        return [
-            result_from_probabilities(
-                spec.name,
-                spec.version,
-                {name: float(p) for name, p in zip(names, row, strict=True)},
-                {"similarity": round(float(row_best.max()), 4)},
+        probabilities: np.ndarray = weights / weights.sum(axis=1, keepdims=True)
+        return probabilities
+
+    async def run(
+        self, spec: CapabilitySpec, inputs: Sequence[ProcessorInput], context: WindowContext
+    ) -> list[ItemOutcome]:
+        owners, prototypes = await self.label_vectors(spec)
+        vectors = await context.shared(
+            f"embedding:{self.engine.name}", [item.text for item in inputs], self.embed_texts
+        )
+        ok = [v for v in vectors if isinstance(v, np.ndarray)]
+        rows: Iterator[tuple[np.ndarray, np.ndarray]] = iter(())
+        if ok:
+            similarities = np.stack(ok) @ prototypes.T  # (texts, prototypes)
+            probabilities = self._probabilities(spec, owners, similarities)
+            rows = iter(zip(probabilities, similarities, strict=True))
+        outcomes: list[ItemOutcome] = []
+        for vector in vectors:
+            if isinstance(vector, ItemFailure):
+                outcomes.append(vector)
+                continue
+            row, similarity = next(rows)
+            outcomes.append(
+                result_from_probabilities(
+                    spec.name,
+                    spec.version,
+                    {name: float(p) for name, p in zip(spec.label_names, row, strict=True)},
+                    {"similarity": round(float(similarity.max()), 4)},
+                )
             )
-            for row, row_best in zip(probabilities, best, strict=True)
-        ]
+        return outcomes

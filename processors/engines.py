@@ -112,10 +112,19 @@ class Engine:
     async def tokenize(
         self, texts: Sequence[str], truncate_to: int | None = None
     ) -> list[list[int]]:
-        """Tokenizes off the event loop; the prompts already hold their special tokens."""
+        """Tokenizes submitted text off the event loop.
+
+        Special-token strings inside the text (e.g. a chat template's turn markers) stay plain
+        text: a client cannot close its turn and write the answer. With `truncate_to`, the
+        model's own special tokens are added (embedding models need them); without, none are
+        (the caller puts the text inside an already formatted prompt).
+        """
 
         def run() -> list[list[int]]:
-            kwargs: dict[str, Any] = {"add_special_tokens": truncate_to is not None}
+            kwargs: dict[str, Any] = {
+                "add_special_tokens": truncate_to is not None,
+                "split_special_tokens": True,
+            }
             if truncate_to is not None:
                 kwargs.update(truncation=True, max_length=truncate_to)
             return [list(ids) for ids in self.tokenizer(list(texts), **kwargs)["input_ids"]]

@@ -10,7 +10,8 @@ Scoring methods (`scoring` in the capability YAML):
 - top_logprobs: one generated token with `logprobs=20`; labels outside the top 20 count as 0.
 - choice: constrained decoding to the label strings (used when labels share a first token);
   several decode steps, and the chosen label gets probability 1.
-- auto: label_logprobs when every label has a first token of its own, else choice. Measured on
+- auto: label_logprobs when every label has a first token of its own (top_logprobs when the
+  labels have more first tokens than vLLM scores at once), else choice. Measured on
   the embedded model, the three methods run within a few percent of each other (README,
   "Scoring method"); label_logprobs is the exact one, so it is the default.
 
@@ -32,10 +33,12 @@ from typing import Any
 from capabilities.results import CapabilityResult, normalise, result_from_probabilities
 from capabilities.spec import CapabilitySpec
 from capabilities.templates import CompiledTemplate, compile_template
-from processors.base import ProcessorInput, WindowContext
+from processors.base import ItemFailure, ItemOutcome, ProcessorInput, WindowContext
 from processors.engines import Engine
 
 TOP_LOGPROBS = 20
+# vLLM's bound on SamplingParams.logprob_token_ids (vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS).
+MAX_LABEL_TOKEN_IDS = 128
 # Inputs with no content: what the prompt alone makes the model say (the prior to divide out).
 CONTENT_FREE_TEXTS = ("N/A", "[MASK]", "...")
 
@@ -100,7 +103,10 @@ class LLMChoiceProcessor:
                 setup = self._build_setup(spec)
                 if spec.definition.calibrate and setup.method != "choice":
                     content_free = [ProcessorInput(text, {}) for text in CONTENT_FREE_TEXTS]
-                    scored = await self._score_all(spec, setup, content_free)
+                    outcomes = await self._score_all(spec, setup, content_free)
+                    scored = [r for r in outcomes if isinstance(r, CapabilityResult)]
+                    if len(scored) != len(outcomes):
+                        raise RuntimeError(f"calibration of '{spec.name}' failed on the engine")
                     prior = {
                         label: sum(r.probabilities[label] for r in scored) / len(scored)
                         for label in spec.label_names
@@ -123,6 +129,8 @@ class LLMChoiceProcessor:
             method = "label_logprobs" if distinct else "choice"
         elif method in ("label_logprobs", "top_logprobs") and not distinct:
             method = "choice"
+        if method == "label_logprobs" and sum(map(len, tokens.values())) > MAX_LABEL_TOKEN_IDS:
+            method = "top_logprobs"  # vLLM scores at most this many chosen token ids
         return ChoiceSetup(
             method=method,
             prefix_ids=tuple(tokenizer.encode(prefix, add_special_tokens=False)),
@@ -182,7 +190,7 @@ class LLMChoiceProcessor:
 
     async def _score_all(
         self, spec: CapabilitySpec, setup: ChoiceSetup, inputs: Sequence[ProcessorInput]
-    ) -> list[CapabilityResult]:
+    ) -> list[ItemOutcome]:
         params = self._params(setup, spec.label_names)
         users = [setup.user.render(spec.labels, item.text, item.deps) for item in inputs]
         user_ids = await self.engine.tokenize(users)
@@ -190,13 +198,21 @@ class LLMChoiceProcessor:
         budget = self.engine.max_model_len - len(setup.prefix_ids) - len(setup.suffix_ids)
         budget -= params.max_tokens
         prompts = [[*setup.prefix_ids, *ids[:budget], *setup.suffix_ids] for ids in user_ids]
-        outputs = await asyncio.gather(*(self.engine.generate(ids, params) for ids in prompts))
-        return [
-            self._score(spec, setup, output, len(ids) > budget)
-            for output, ids in zip(outputs, user_ids, strict=True)
-        ]
+        # Every prompt runs to its end: a failed one fails only its own text.
+        outputs = await asyncio.gather(
+            *(self.engine.generate(ids, params) for ids in prompts), return_exceptions=True
+        )
+        outcomes: list[ItemOutcome] = []
+        for output, ids in zip(outputs, user_ids, strict=True):
+            try:
+                if isinstance(output, BaseException):
+                    raise output
+                outcomes.append(self._score(spec, setup, output, len(ids) > budget))
+            except Exception as exc:
+                outcomes.append(ItemFailure.from_exception(exc))
+        return outcomes
 
     async def run(
         self, spec: CapabilitySpec, inputs: Sequence[ProcessorInput], context: WindowContext
-    ) -> list[CapabilityResult]:
+    ) -> list[ItemOutcome]:
         return await self._score_all(spec, await self.setup_for(spec), inputs)

@@ -48,10 +48,14 @@ class ProcessorPool:
     async def start(self) -> None:
         """Starts every engine once. Engine start-up blocks, so it runs in a worker thread."""
         paths = self.check_models()
-        for name, model in self._models.items():
-            self.engines[name] = await asyncio.to_thread(
-                self.factory.create, name, model, paths[name]
-            )
+        try:
+            for name, model in self._models.items():
+                self.engines[name] = await asyncio.to_thread(
+                    self.factory.create, name, model, paths[name]
+                )
+        except BaseException:
+            self.stop()  # the engines that did start are not left running
+            raise
         log.info("processor pool ready: %d engine(s)", len(self.engines))
 
     def stop(self) -> None:

@@ -35,6 +35,8 @@ class LimitsConfig(_Strict):
     max_texts_per_request: int = Field(default=256, ge=1)
     max_text_chars: int = Field(default=4000, ge=1)
     max_capabilities_per_request: int = Field(default=32, ge=1)
+    # A request still running after this gets a 504, so that nothing waits forever.
+    request_timeout_s: float = Field(default=300.0, gt=0)
 
 
 class ModelConfig(_Strict):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from capabilities.registry import CapabilityRegistry
+from capabilities.results import CapabilityResult
 from capabilities.spec import CapabilitySpec
 from processors.base import ProcessorInput, WindowContext
 from processors.engines import apply_engine_env
@@ -65,7 +66,8 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
             inputs = [ProcessorInput(text, {}) for text in texts]
             started = time.perf_counter()
             results = await processor.run(specs[method], inputs, WindowContext())
-            return time.perf_counter() - started, [r.label for r in results]
+            labels = [r.label if isinstance(r, CapabilityResult) else "(failed)" for r in results]
+            return time.perf_counter() - started, labels
 
         for m in METHODS:  # warm-up: caches the instruction prefix, compiles the grammar
             await run(m, _texts(args.seed, f"warm-{m}", 16))

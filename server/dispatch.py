@@ -7,10 +7,11 @@ concurrently, where vLLM batches them as any async server would.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
-from server.batcher import RequestBatcher
+from server.batcher import BatcherClosedError, RequestBatcher
 from server.pipeline import ClassificationPipeline, ClassifyJob, JobResult
 
 
@@ -47,12 +48,22 @@ class NaiveDispatcher:
 
     def __init__(self, pipeline: ClassificationPipeline) -> None:
         self.pipeline = pipeline
+        self._running: set[asyncio.Task[list[JobResult | BaseException]]] = set()
+        self._closed = False
 
     async def submit(self, job: ClassifyJob) -> JobResult:
-        (result,) = await self.pipeline.run_window([job], self.mode)
+        if self._closed:
+            raise BatcherClosedError("the server is shutting down")
+        task = asyncio.ensure_future(self.pipeline.run_window([job], self.mode))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        (result,) = await task
         if isinstance(result, BaseException):
             raise result
         return result
 
     async def close(self) -> None:
-        return None
+        """Refuses new requests and waits for the running ones."""
+        self._closed = True
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)

@@ -1,7 +1,8 @@
 """Runs a BatchPlan: each capability once over its texts, as soon as its dependencies are done.
 
-Capabilities with no dependency between them run at the same time. A failed capability fails
-the capabilities that depend on it, and nothing else.
+Capabilities with no dependency between them run at the same time. Failures are per text: a
+text that fails in one capability fails in the capabilities that depend on it, and nothing else,
+so one bad text does not cost the other texts of its window their results.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from capabilities.plan import BatchPlan, CapabilityStep
 from capabilities.registry import CapabilityRegistry
 from capabilities.results import CapabilityResult
 from capabilities.spec import CapabilitySpec
-from processors.base import Processor, ProcessorError, ProcessorInput, WindowContext
+from processors.base import ItemFailure, Processor, ProcessorInput, WindowContext
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,13 @@ class ProcessorSource(Protocol):
 class WindowOutcome:
     # capability -> unique text index -> result
     results: dict[str, dict[int, CapabilityResult]] = field(default_factory=dict)
-    # capability -> error message (never holds text)
-    errors: dict[str, str] = field(default_factory=dict)
+    # capability -> unique text index -> why it failed (never holds text)
+    failures: dict[str, dict[int, str]] = field(default_factory=dict)
     # capability -> seconds spent in its processor
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def failed_capabilities(self) -> list[str]:
+        return [name for name, failed in self.failures.items() if failed]
 
 
 class PlanExecutor:
@@ -66,36 +70,49 @@ class PlanExecutor:
         outcome: WindowOutcome,
     ) -> None:
         await asyncio.gather(*waits)
-        failed = [dep for dep in step.depends_on if dep in outcome.errors]
-        if failed:
-            outcome.errors[step.capability] = f"dependency '{failed[0]}' failed"
-            return
         spec = self.registry.get(step.capability)
+        results = outcome.results.setdefault(spec.name, {})
+        failures = outcome.failures.setdefault(spec.name, {})
+        ready = []
+        for tid in step.text_ids:
+            failed = [dep for dep in spec.depends_on if tid not in outcome.results[dep]]
+            if failed:
+                failures[tid] = f"dependency '{failed[0]}' failed"
+            else:
+                ready.append(tid)
+        if not ready:
+            return
         inputs = [
             ProcessorInput(plan.texts[tid], self._deps_for(spec, tid, outcome.results))
-            for tid in step.text_ids
+            for tid in ready
         ]
         started = time.perf_counter()
         try:
-            results = await self.processors.processor_for(spec).run(spec, inputs, context)
-            if len(results) != len(inputs):
-                raise ProcessorError(spec.name, f"{len(results)} results for {len(inputs)} texts")
+            outcomes = await self.processors.processor_for(spec).run(spec, inputs, context)
+            if len(outcomes) != len(inputs):
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(inputs)} texts")
         except asyncio.CancelledError:
             raise
-        except ProcessorError as exc:
-            log.error("%s", exc)
-            outcome.errors[spec.name] = str(exc)
-            return
         except Exception as exc:
             # Engine messages may quote the prompt: only the exception type leaves this place.
-            log.error(
-                "capability '%s' failed on %d texts: %s", spec.name, len(inputs), type(exc).__name__
-            )
-            outcome.errors[spec.name] = f"capability '{spec.name}' failed: {type(exc).__name__}"
+            reason = type(exc).__name__
+            log.error("capability '%s' failed on %d texts: %s", spec.name, len(inputs), reason)
+            failures.update({tid: reason for tid in ready})
             return
         finally:
             outcome.seconds[spec.name] = time.perf_counter() - started
-        outcome.results[spec.name] = dict(zip(step.text_ids, results, strict=True))
+        for tid, item in zip(ready, outcomes, strict=True):
+            if isinstance(item, ItemFailure):
+                failures[tid] = item.reason
+            else:
+                results[tid] = item
+        if failures:
+            log.error(
+                "capability '%s' failed on %d of %d texts",
+                spec.name,
+                len(failures),
+                len(step.text_ids),
+            )
 
     @staticmethod
     def _deps_for(

@@ -43,11 +43,12 @@ class JobResult:
 
 
 class CapabilityFailedError(Exception):
-    """A capability the request needs failed in its window."""
+    """A capability the request needs failed on one of its texts."""
 
-    def __init__(self, capability: str, message: str) -> None:
+    def __init__(self, capability: str, text_index: int, reason: str) -> None:
         self.capability = capability
-        super().__init__(message)
+        self.text_index = text_index
+        super().__init__(f"capability '{capability}' failed on texts[{text_index}]: {reason}")
 
 
 class ClassificationPipeline:
@@ -67,7 +68,7 @@ class ClassificationPipeline:
         self.stats.record_window(
             plan,
             outcome.seconds,
-            outcome.errors,
+            outcome.failed_capabilities(),
             [(started - job.submitted_at) * 1000 for job in jobs],
         )
         info = WindowInfo(
@@ -86,9 +87,11 @@ class ClassificationPipeline:
         plan: BatchPlan, outcome: WindowOutcome, index: int, job: ClassifyJob, info: WindowInfo
     ) -> JobResult | BaseException:
         planned = plan.requests[index]
-        for name in planned.closure:
-            if name in outcome.errors:
-                return CapabilityFailedError(name, outcome.errors[name])
+        for position, tid in enumerate(planned.text_ids):
+            for name in planned.closure:
+                reason = outcome.failures[name].get(tid)
+                if reason is not None:
+                    return CapabilityFailedError(name, position, reason)
         shown = planned.closure if job.include_dependencies else planned.requested
         per_text = [
             {name: outcome.results[name][tid] for name in shown} for tid in planned.text_ids

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -23,8 +24,14 @@ from server.dispatch import BatchedDispatcher, Dispatcher, NaiveDispatcher
 from server.executor import PlanExecutor, ProcessorSource
 from server.pipeline import ClassificationPipeline, ClassifyJob, JobResult
 from server.stats import ServerStats
+from server.validation import check_request
 
 log = logging.getLogger(__name__)
+
+
+class RequestTimeoutError(Exception):
+    """A request ran past `limits.request_timeout_s` (HTTP 504)."""
+
 
 WARMUP_TEXT = "capserve warm-up: is this text about anything at all?"
 
@@ -87,15 +94,20 @@ class Runtime:
         """Runs every capability once, outside the stats; a failure stops the start-up."""
         plan = build_plan(self.registry, [WorkItem((WARMUP_TEXT,), tuple(self.registry.names()))])
         outcome = await self.pipeline.executor.run(plan)
-        if outcome.errors:
-            raise RuntimeError(f"warm-up failed: {'; '.join(sorted(outcome.errors.values()))}")
+        failed = sorted(
+            f"capability '{name}' failed: {reason}"
+            for name, failures in outcome.failures.items()
+            for reason in failures.values()
+        )
+        if failed:
+            raise RuntimeError(f"warm-up failed: {'; '.join(failed)}")
         log.info("warm-up done: %d capabilities ran once", len(plan.steps))
 
     async def stop(self) -> None:
+        self.started = False
         for dispatcher in self.dispatchers.values():
             await dispatcher.close()
-        self.pool.stop()
-        self.started = False
+        await asyncio.to_thread(self.pool.stop)  # engine shutdown blocks
 
     def dispatcher(self, mode: str | None = None) -> Dispatcher:
         return self.dispatchers[mode or self.config.batching.mode]
@@ -106,14 +118,24 @@ class Runtime:
         capabilities: Sequence[str],
         include_dependencies: bool = False,
         mode: str | None = None,
+        text_field: str = "texts",
     ) -> JobResult:
-        """Classifies texts; raises UnknownCapabilityError or CapabilityFailedError."""
+        """Classifies texts.
+
+        Raises RequestRejectedError or UnknownCapabilityError for a bad request (nothing runs),
+        CapabilityFailedError when a needed capability failed on one of the texts, and
+        RequestTimeoutError after `limits.request_timeout_s`.
+        """
+        check_request(texts, capabilities, self.config.limits, text_field)
         self.registry.check_known(capabilities)
         job = ClassifyJob(tuple(texts), tuple(capabilities), include_dependencies)
+        timeout = self.config.limits.request_timeout_s
         ok = False
         try:
-            result = await self.dispatcher(mode).submit(job)
+            result = await asyncio.wait_for(self.dispatcher(mode).submit(job), timeout)
             ok = True
             return result
+        except TimeoutError:
+            raise RequestTimeoutError(f"the request did not finish within {timeout:g} s") from None
         finally:
             self.stats.record_request((time.monotonic() - job.submitted_at) * 1000, ok)

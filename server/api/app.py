@@ -15,11 +15,11 @@ from server.runtime import Runtime
 def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
         try:
+            await runtime.start()
             yield
         finally:
-            await runtime.stop()
+            await runtime.stop()  # also after a failed start: no engine is left running
 
     app = FastAPI(title="capserve", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime

@@ -16,14 +16,8 @@ from capabilities.registry import UnknownCapabilityError
 from schemas.api import ErrorBody, ErrorDetail, ErrorResponse
 from server.batcher import BatcherClosedError
 from server.pipeline import CapabilityFailedError
-
-
-class RequestRejectedError(Exception):
-    """A request that is well-formed JSON but breaks a limit or rule; answered with 422."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
+from server.runtime import RequestTimeoutError
+from server.validation import RequestRejectedError
 
 
 def error_response(
@@ -72,6 +66,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CapabilityFailedError)
     async def _failed(_request: Request, exc: CapabilityFailedError) -> JSONResponse:
         return error_response(500, "capability_failed", str(exc))
+
+    @app.exception_handler(RequestTimeoutError)
+    async def _timeout(_request: Request, exc: RequestTimeoutError) -> JSONResponse:
+        return error_response(504, "timeout", str(exc))
 
     @app.exception_handler(BatcherClosedError)
     async def _closed(_request: Request, exc: BatcherClosedError) -> JSONResponse:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Header, Request
@@ -24,10 +23,9 @@ from schemas.api import (
     TextResultBody,
     WindowBody,
 )
-from schemas.config import LimitsConfig
-from server.api.errors import RequestRejectedError
 from server.pipeline import JobResult
 from server.runtime import Runtime
+from server.validation import RequestRejectedError
 
 router = APIRouter()
 MODE_HEADER = "X-Capserve-Batching"
@@ -36,26 +34,6 @@ MODE_HEADER = "X-Capserve-Batching"
 def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
-
-
-def check_limits(texts: Sequence[str], capabilities: Sequence[str], limits: LimitsConfig) -> None:
-    if len(texts) > limits.max_texts_per_request:
-        raise RequestRejectedError(
-            "texts", f"{len(texts)} texts; at most {limits.max_texts_per_request} per request"
-        )
-    for index, text in enumerate(texts):
-        if not text.strip():
-            raise RequestRejectedError(f"texts[{index}]", "is empty")
-        if len(text) > limits.max_text_chars:
-            raise RequestRejectedError(
-                f"texts[{index}]",
-                f"has {len(text)} characters; at most {limits.max_text_chars}",
-            )
-    if len(capabilities) > limits.max_capabilities_per_request:
-        raise RequestRejectedError(
-            "capabilities",
-            f"{len(capabilities)} capabilities; at most {limits.max_capabilities_per_request}",
-        )
 
 
 def _mode(runtime: Runtime, header: str | None) -> str | None:
@@ -85,12 +63,18 @@ def _window_body(job: JobResult) -> WindowBody:
 
 
 async def _classify(
-    request: Request, texts: list[str], capabilities: list[str], include: bool, mode: str | None
+    request: Request,
+    texts: list[str],
+    capabilities: list[str],
+    include: bool,
+    mode: str | None,
+    text_field: str = "texts",
 ) -> tuple[JobResult, str, float]:
     runtime = _runtime(request)
     started = time.perf_counter()
-    check_limits(texts, capabilities, runtime.config.limits)
-    job = await runtime.classify(texts, capabilities, include, _mode(runtime, mode))
+    job = await runtime.classify(
+        texts, capabilities, include, _mode(runtime, mode), text_field=text_field
+    )
     return job, uuid.uuid4().hex, round((time.perf_counter() - started) * 1000, 2)
 
 
@@ -119,7 +103,7 @@ async def classify_single(
     batching: str | None = Header(default=None, alias=MODE_HEADER),
 ) -> SingleClassifyResponse:
     job, request_id, latency = await _classify(
-        request, [body.text], body.capabilities, body.include_dependencies, batching
+        request, [body.text], body.capabilities, body.include_dependencies, batching, "text"
     )
     results = {n: _result_body(r) for n, r in job.per_text[0].items()}
     return SingleClassifyResponse(

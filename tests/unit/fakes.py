@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from capabilities.results import CapabilityResult, normalise, result_from_probabilities
+from capabilities.results import normalise, result_from_probabilities
 from capabilities.spec import CapabilitySpec
-from processors.base import Processor, ProcessorInput, WindowContext
+from processors.base import ItemFailure, ItemOutcome, Processor, ProcessorInput, WindowContext
 from processors.engines import EngineWork
 from processors.rule import RuleProcessor
 
@@ -41,14 +41,15 @@ class Call:
 class FakeProcessor:
     kind: str = "fake"
     delay: float = 0.0
-    fail_on: set[str] = field(default_factory=set)
+    fail_on: set[str] = field(default_factory=set)  # capabilities that raise
+    fail_texts: set[str] = field(default_factory=set)  # texts that fail on their own
     calls: list[Call] = field(default_factory=list)
     running: int = 0
     max_running: int = 0
 
     async def run(
         self, spec: CapabilitySpec, inputs: Sequence[ProcessorInput], context: WindowContext
-    ) -> list[CapabilityResult]:
+    ) -> list[ItemOutcome]:
         self.calls.append(
             Call(
                 spec.name,
@@ -65,7 +66,11 @@ class FakeProcessor:
         if spec.name in self.fail_on:
             raise RuntimeError("engine exploded while reading: SECRET PROMPT TEXT")
         return [
-            result_from_probabilities(spec.name, spec.version, fake_probabilities(spec, i.text))
+            ItemFailure("RuntimeError")
+            if i.text in self.fail_texts
+            else result_from_probabilities(
+                spec.name, spec.version, fake_probabilities(spec, i.text)
+            )
             for i in inputs
         ]
 

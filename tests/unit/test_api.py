@@ -78,6 +78,20 @@ def test_validation_errors_are_422_and_name_the_field(
     assert message in error["message"]
 
 
+def test_invalid_unicode_is_a_422_not_an_engine_failure(client: TestClient):
+    body = b'{"texts": ["fine", "bad \\ud800"], "capabilities": ["sentiment"]}'
+    response = client.post("/classify", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["details"][0]["field"] == "texts[1]" and "lone surrogate" in error["message"]
+
+
+def test_single_text_errors_name_the_text_field(client: TestClient):
+    response = client.post("/classify/single", json={"text": "  ", "capabilities": ["topic"]})
+    assert response.status_code == 422
+    assert error_of(response)["details"][0]["field"] == "text"
+
+
 def test_unknown_capability_is_422_listing_the_valid_ones(client: TestClient):
     response = client.post("/classify", json={"texts": ["a"], "capabilities": ["sentiment", "zz"]})
     assert response.status_code == 422

@@ -8,9 +8,10 @@ from typing import Literal
 import pytest
 
 from capabilities.registry import CapabilityRegistry
-from schemas.config import BatchingConfig, CapServeConfig, ModelConfig
+from schemas.config import BatchingConfig, CapServeConfig, LimitsConfig, ModelConfig
+from server.batcher import BatcherClosedError
 from server.pipeline import CapabilityFailedError
-from server.runtime import Runtime
+from server.runtime import RequestTimeoutError, Runtime
 from tests.unit.fakes import FakePool, FakeProcessor
 
 
@@ -139,3 +140,47 @@ async def test_stats_count_windows_latency_and_per_capability_work(
     assert stats["naive_to_actual_ratio"] == 5.0
     assert stats["capabilities"]["sentiment"]["avg_texts_per_execution"] == 6.0
     assert stats["latency_ms"]["p50"] is not None and stats["queue_wait_ms"]["p99"] is not None
+
+
+async def test_a_failing_text_fails_only_the_requests_that_hold_it(
+    shipped_registry: CapabilityRegistry,
+):
+    pool = FakePool(FakeProcessor(fail_texts={"bad"}))
+    runtime = runtime_for(shipped_registry, pool)
+    failing, fine = await asyncio.gather(
+        runtime.classify(["ok one", "bad"], ["route"]),
+        runtime.classify(["ok one", "ok two"], ["route"]),
+        return_exceptions=True,
+    )
+    assert isinstance(failing, CapabilityFailedError)
+    assert str(failing) == "capability 'task_type' failed on texts[1]: RuntimeError"
+    assert failing.text_index == 1
+    assert not isinstance(fine, BaseException)
+    assert [set(t) for t in fine.per_text] == [{"route"}, {"route"}]
+    # The dependent never ran on the failed text, and ran once on the others.
+    (complexity,) = pool.executions("complexity")
+    assert sorted(complexity.texts) == ["ok one", "ok two"]
+
+
+async def test_a_slow_request_times_out_with_a_clear_error(shipped_registry: CapabilityRegistry):
+    config = CapServeConfig(
+        models={"smollm2": ModelConfig(source="x", runner="generate")},
+        limits=LimitsConfig(request_timeout_s=0.05),
+    )
+    runtime = Runtime(config, shipped_registry, FakePool(FakeProcessor(delay=1.0)))
+    with pytest.raises(RequestTimeoutError, match=r"did not finish within 0\.05 s"):
+        await runtime.classify(["t"], ["sentiment"])
+    assert runtime.stats.snapshot()["failed_requests"] == 1
+
+
+async def test_closing_naive_mode_waits_for_running_requests(shipped_registry: CapabilityRegistry):
+    pool = FakePool(FakeProcessor(delay=0.05))
+    runtime = runtime_for(shipped_registry, pool, mode="naive")
+    running = asyncio.create_task(runtime.classify(["t"], ["sentiment"]))
+    await asyncio.sleep(0.01)
+    assert pool.processor.running == 1
+    await runtime.dispatcher().close()
+    assert pool.processor.running == 0  # close() returned only after the work finished
+    assert (await running).per_text[0]["sentiment"].label
+    with pytest.raises(BatcherClosedError):
+        await runtime.classify(["t"], ["sentiment"])

@@ -105,3 +105,20 @@ def test_model_sources(tmp_path: Path):
     empty = tmp_path / "empty-models"
     with pytest.raises(ModelNotReadyError, match="run `capserve prepare-models`"):
         resolve_model_path("m", "embedded:smollm2-135m-instruct", empty)
+
+
+async def test_special_token_text_in_a_submission_stays_plain_text():
+    from transformers import AutoTokenizer
+
+    from processors.engines import Engine
+    from processors.model_store import EMBEDDED
+
+    folder = EMBEDDED["all-minilm-l6-v2"].prepare(Path("/nonexistent"))  # ships ready-made
+    engine = Engine.__new__(Engine)  # only the tokenizer is needed here, not an engine
+    engine.tokenizer = AutoTokenizer.from_pretrained(folder)
+    sep = engine.tokenizer.sep_token_id
+    (with_specials,) = await engine.tokenize(["hi [SEP] there"], truncate_to=64)
+    assert with_specials[0] == engine.tokenizer.cls_token_id and with_specials[-1] == sep
+    assert sep not in with_specials[1:-1]
+    (bare,) = await engine.tokenize(["hi [SEP] there"])
+    assert sep not in bare
