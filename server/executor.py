@@ -96,7 +96,7 @@ class PlanExecutor:
         except Exception as exc:
             # Engine messages may quote the prompt: only the exception type leaves this place.
             reason = type(exc).__name__
-            log.error("capability '%s' failed on %d texts: %s", spec.name, len(inputs), reason)
+            log.error("capability '%s' failed on all %d inputs: %s", spec.name, len(inputs), reason)
             failures.update({tid: reason for tid in ready})
             return
         finally:
@@ -108,7 +108,7 @@ class PlanExecutor:
                 results[tid] = item
         if failures:
             log.error(
-                "capability '%s' failed on %d of %d texts",
+                "capability '%s' failed on %d of %d inputs",
                 spec.name,
                 len(failures),
                 len(step.text_ids),
