@@ -143,6 +143,9 @@ def _check_prompt(spec: CapabilitySpec, specs: Mapping[str, CapabilitySpec]) -> 
                 )
             if part == "user" and "text" not in compiled.variables:
                 raise TemplateProblem("must use {{ text }}")
+            if part == "user" and spec.definition.calibrate and "deps" in compiled.variables:
+                # The prior comes from content-free inputs, which have no dependency results.
+                raise TemplateProblem("uses deps, which calibrate: true does not allow")
             check_renders(compiled, spec.labels, dependency_labels, with_text)
         except TemplateProblem as exc:
             problems.append(f"{where}: prompt.{part} template {exc}")

@@ -152,6 +152,16 @@ def test_calibrate_needs_probability_scoring(write_capabilities: Write):
     assert "calibrate needs kind 'llm_choice' with probability scoring" in message
 
 
+def test_calibrate_refuses_templates_that_use_dependencies(write_capabilities: Write):
+    prompt = {"system": "S", "user": "{{ deps.topic.label }}: {{ text }}"}
+    message = load_error(
+        write_capabilities(
+            embed("topic"), choice(depends_on=["topic"], calibrate=True, prompt=prompt)
+        )
+    )
+    assert "prompt.user template uses deps, which calibrate: true does not allow" in message
+
+
 def test_rule_labels_must_exist(write_capabilities: Write):
     message = load_error(
         write_capabilities(
