@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.capserve-installed
+STAMP   = $(VENV)/.capserve-installed-$(CAPSERVE_TARGET)
 CONFIG ?= configs/default.yaml
 # Extra pip arguments, e.g. CAPSERVE_PIP_ARGS="--extra-index-url https://..." on other networks.
 CAPSERVE_PIP_ARGS ?=

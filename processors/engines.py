@@ -6,15 +6,17 @@ import asyncio
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.config import EngineEnvConfig, ModelConfig
 
 log = logging.getLogger(__name__)
 
 _request_ids = itertools.count()
+T = TypeVar("T")
 
 
 @dataclass
@@ -62,15 +64,25 @@ def engine_args(model: ModelConfig, path: str) -> Any:
 
 
 class Engine:
-    """One AsyncLLM. Processors talk to it through `generate` and `embed` only."""
+    """One AsyncLLM. Processors talk to it through `generate`, `embed` and the tokenizer calls."""
 
-    def __init__(self, name: str, runner: str, llm: Any, max_model_len: int) -> None:
+    def __init__(
+        self, name: str, runner: str, llm: Any, tokenizer: Any, max_model_len: int
+    ) -> None:
         self.name = name
         self.runner = runner
         self.max_model_len = max_model_len
         self.work = EngineWork()
         self._llm = llm
-        self.tokenizer: Any = llm.get_tokenizer()
+        self._tokenizer = tokenizer
+        # A fast tokenizer keeps options such as split_special_tokens on the shared Rust object:
+        # every use goes through this one thread, with every option set explicitly.
+        self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix=f"tokenizer-{name}")
+
+    async def with_tokenizer(self, work: Callable[[Any], T]) -> T:
+        """Runs `work(tokenizer)` on the tokenizer's own thread, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizer_thread, work, self._tokenizer)
 
     def _next_id(self) -> str:
         return f"{self.name}-{next(_request_ids)}"
@@ -120,22 +132,23 @@ class Engine:
         (the caller puts the text inside an already formatted prompt).
         """
 
-        def run() -> list[list[int]]:
+        def run(tokenizer: Any) -> list[list[int]]:
             kwargs: dict[str, Any] = {
                 "add_special_tokens": truncate_to is not None,
                 "split_special_tokens": True,
             }
             if truncate_to is not None:
                 kwargs.update(truncation=True, max_length=truncate_to)
-            return [list(ids) for ids in self.tokenizer(list(texts), **kwargs)["input_ids"]]
+            return [list(ids) for ids in tokenizer(list(texts), **kwargs)["input_ids"]]
 
-        return await asyncio.to_thread(run)
+        return await self.with_tokenizer(run)
 
     async def check_health(self) -> None:
         await self._llm.check_health()
 
     def shutdown(self) -> None:
         self._llm.shutdown()
+        self._tokenizer_thread.shutdown(wait=False)
 
 
 class EngineFactory:
@@ -152,4 +165,4 @@ class EngineFactory:
         llm = AsyncLLM.from_engine_args(args)
         self.constructions += 1
         max_len = int(llm.model_config.max_model_len)
-        return Engine(name, model.runner, llm, max_len)
+        return Engine(name, model.runner, llm, llm.get_tokenizer(), max_len)

@@ -52,8 +52,14 @@ class ChoiceSetup:
     user: CompiledTemplate
     suffix_ids: tuple[int, ...]  # the user turn's end, the assistant turn and answer prefix
     label_tokens: Mapping[str, frozenset[int]]
+    longest_label: int  # in tokens, for constrained decoding
     # With `calibrate`: the label probabilities the prompt gives content-free inputs.
     prior: Mapping[str, float] | None = None
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    """Encodes instructions and labels: special-token strings there are meant as such."""
+    return list(tokenizer.encode(text, add_special_tokens=False, split_special_tokens=False))
 
 
 def label_first_tokens(tokenizer: Any, labels: Sequence[str]) -> dict[str, set[int]]:
@@ -64,7 +70,7 @@ def label_first_tokens(tokenizer: Any, labels: Sequence[str]) -> dict[str, set[i
         ids = set()
         for spelling in spellings:
             for form in (spelling, " " + spelling):
-                encoded = tokenizer.encode(form, add_special_tokens=False)
+                encoded = _encode(tokenizer, form)
                 if encoded:
                     ids.add(int(encoded[0]))
         variants[label] = ids
@@ -74,16 +80,31 @@ def label_first_tokens(tokenizer: Any, labels: Sequence[str]) -> dict[str, set[i
     }
 
 
-def _chat_parts(tokenizer: Any, system: str, answer_prefix: str) -> tuple[str, str]:
-    """Splits the chat-formatted prompt around the user message, so it is rendered once."""
+@dataclass(frozen=True)
+class PromptTokens:
+    prefix_ids: tuple[int, ...]
+    suffix_ids: tuple[int, ...]
+    label_tokens: dict[str, set[int]]
+    longest_label: int
+
+
+def prompt_tokens(
+    tokenizer: Any, system: str, answer_prefix: str, labels: Sequence[str]
+) -> PromptTokens:
+    """Tokenizes what a capability's prompts share: run on the engine's tokenizer thread."""
     marker = "\x00USER\x00"
     formatted = tokenizer.apply_chat_template(
         [{"role": "system", "content": system}, {"role": "user", "content": marker}],
         tokenize=False,
         add_generation_prompt=True,
     )
-    head, tail = formatted.split(marker)
-    return head, tail + answer_prefix
+    head, tail = formatted.split(marker)  # the text goes between them
+    return PromptTokens(
+        prefix_ids=tuple(_encode(tokenizer, head)),
+        suffix_ids=tuple(_encode(tokenizer, tail + answer_prefix)),
+        label_tokens=label_first_tokens(tokenizer, labels),
+        longest_label=max(len(_encode(tokenizer, label)) for label in labels),
+    )
 
 
 class LLMChoiceProcessor:
@@ -100,7 +121,7 @@ class LLMChoiceProcessor:
         async with self._locks.setdefault(key, asyncio.Lock()):
             setup = self._setups.get(key)
             if setup is None:
-                setup = self._build_setup(spec)
+                setup = await self._build_setup(spec)
                 if spec.definition.calibrate and setup.method != "choice":
                     content_free = [ProcessorInput(text, {}) for text in CONTENT_FREE_TEXTS]
                     outcomes = await self._score_all(spec, setup, content_free)
@@ -115,14 +136,16 @@ class LLMChoiceProcessor:
                 self._setups[key] = setup
         return setup
 
-    def _build_setup(self, spec: CapabilitySpec) -> ChoiceSetup:
+    async def _build_setup(self, spec: CapabilitySpec) -> ChoiceSetup:
         prompt = spec.definition.prompt
         if prompt is None:
             raise ValueError(f"capability '{spec.name}' has no prompt")
         system = compile_template(prompt.system).render(spec.labels)
-        tokenizer = self.engine.tokenizer
-        prefix, suffix = _chat_parts(tokenizer, system, prompt.answer_prefix)
-        tokens = label_first_tokens(tokenizer, spec.label_names)
+        labels, answer_prefix = spec.label_names, prompt.answer_prefix
+        shared = await self.engine.with_tokenizer(
+            lambda tokenizer: prompt_tokens(tokenizer, system, answer_prefix, labels)
+        )
+        tokens = shared.label_tokens
         method = spec.definition.scoring
         distinct = all(tokens.values())
         if method == "auto":
@@ -133,10 +156,11 @@ class LLMChoiceProcessor:
             method = "top_logprobs"  # vLLM scores at most this many chosen token ids
         return ChoiceSetup(
             method=method,
-            prefix_ids=tuple(tokenizer.encode(prefix, add_special_tokens=False)),
+            prefix_ids=shared.prefix_ids,
             user=compile_template(prompt.user),
-            suffix_ids=tuple(tokenizer.encode(suffix, add_special_tokens=False)),
+            suffix_ids=shared.suffix_ids,
             label_tokens={k: frozenset(v) for k, v in tokens.items()},
+            longest_label=shared.longest_label,
         )
 
     def _params(self, setup: ChoiceSetup, labels: Sequence[str]) -> Any:
@@ -148,9 +172,8 @@ class LLMChoiceProcessor:
             return SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids)
         if setup.method == "top_logprobs":
             return SamplingParams(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
-        longest = max(len(self.engine.tokenizer.encode(label)) for label in labels)
         return SamplingParams(
-            max_tokens=longest + 2,
+            max_tokens=setup.longest_label + 2,
             temperature=0.0,
             # With and without a leading space: after "Answer:" models write " label", and
             # forcing "label" alone would push them off their own distribution.

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -88,12 +88,17 @@ class RequestBatcher(Generic[Item, Result]):
             results = await self._handle_window([p.item for p in window])
             if len(results) != len(window):
                 raise RuntimeError(f"window handler gave {len(results)} results for {len(window)}")
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            # Only close() cancels a window, once its grace period is over.
+            stopped = BatcherClosedError("the server shut down before this request finished")
+            for p in window:
+                if not p.future.done():
+                    p.future.set_exception(stopped)
+            raise
+        except Exception as exc:
             for p in window:
                 if not p.future.done():
                     p.future.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
             return
         for p, result in zip(window, results, strict=True):
             if p.future.done():
@@ -103,10 +108,24 @@ class RequestBatcher(Generic[Item, Result]):
             else:
                 p.future.set_result(result)
 
-    async def close(self) -> None:
-        """Runs what is pending, waits for running windows, and refuses new submissions."""
+    async def close(self, grace_seconds: float | None = None) -> None:
+        """Refuses new submissions, runs what is pending, and waits for running windows.
+
+        Windows still running after `grace_seconds` are cancelled: their callers get a
+        BatcherClosedError, and shutdown does not hang on a stuck engine.
+        """
         self._closed = True
         if self._pending:
             self._flush()
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        await finish_or_cancel(self._running, grace_seconds)
+
+
+async def finish_or_cancel(tasks: set[asyncio.Task[Any]], grace_seconds: float | None) -> None:
+    """Waits for `tasks`, cancelling those still running after `grace_seconds`."""
+    if not tasks:
+        return
+    _done, late = await asyncio.wait(set(tasks), timeout=grace_seconds)
+    for task in late:
+        task.cancel()
+    if late:
+        await asyncio.wait(late)

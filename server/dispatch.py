@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
-from server.batcher import BatcherClosedError, RequestBatcher
+from server.batcher import BatcherClosedError, RequestBatcher, finish_or_cancel
 from server.pipeline import ClassificationPipeline, ClassifyJob, JobResult
 
 
@@ -20,7 +20,7 @@ class Dispatcher(Protocol):
 
     async def submit(self, job: ClassifyJob) -> JobResult: ...
 
-    async def close(self) -> None: ...
+    async def close(self, grace_seconds: float | None = None) -> None: ...
 
 
 class BatchedDispatcher:
@@ -39,8 +39,8 @@ class BatchedDispatcher:
     async def submit(self, job: ClassifyJob) -> JobResult:
         return await self.batcher.submit(job)
 
-    async def close(self) -> None:
-        await self.batcher.close()
+    async def close(self, grace_seconds: float | None = None) -> None:
+        await self.batcher.close(grace_seconds)
 
 
 class NaiveDispatcher:
@@ -57,13 +57,20 @@ class NaiveDispatcher:
         task = asyncio.ensure_future(self.pipeline.run_window([job], self.mode))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
-        (result,) = await task
+        try:
+            (result,) = await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and self._closed and not (current and current.cancelling()):
+                raise BatcherClosedError(
+                    "the server shut down before this request finished"
+                ) from None
+            raise
         if isinstance(result, BaseException):
             raise result
         return result
 
-    async def close(self) -> None:
-        """Refuses new requests and waits for the running ones."""
+    async def close(self, grace_seconds: float | None = None) -> None:
+        """Refuses new requests, and waits for the running ones up to `grace_seconds`."""
         self._closed = True
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        await finish_or_cancel(self._running, grace_seconds)

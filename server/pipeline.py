@@ -45,10 +45,14 @@ class JobResult:
 class CapabilityFailedError(Exception):
     """A capability the request needs failed on one of its texts."""
 
-    def __init__(self, capability: str, text_index: int, reason: str) -> None:
+    def __init__(
+        self, capability: str, text_index: int, reason: str, field: str | None = None
+    ) -> None:
         self.capability = capability
         self.text_index = text_index
-        super().__init__(f"capability '{capability}' failed on texts[{text_index}]: {reason}")
+        self.reason = reason
+        self.field = field or f"texts[{text_index}]"
+        super().__init__(f"capability '{capability}' failed on {self.field}: {reason}")
 
 
 class ClassificationPipeline:

@@ -22,7 +22,12 @@ from processors.pool import ProcessorPool
 from schemas.config import CapServeConfig
 from server.dispatch import BatchedDispatcher, Dispatcher, NaiveDispatcher
 from server.executor import PlanExecutor, ProcessorSource
-from server.pipeline import ClassificationPipeline, ClassifyJob, JobResult
+from server.pipeline import (
+    CapabilityFailedError,
+    ClassificationPipeline,
+    ClassifyJob,
+    JobResult,
+)
 from server.stats import ServerStats
 from server.validation import check_request
 
@@ -105,8 +110,9 @@ class Runtime:
 
     async def stop(self) -> None:
         self.started = False
+        grace = self.config.limits.request_timeout_s  # no accepted request waits longer anyway
         for dispatcher in self.dispatchers.values():
-            await dispatcher.close()
+            await dispatcher.close(grace)
         await asyncio.to_thread(self.pool.stop)  # engine shutdown blocks
 
     def dispatcher(self, mode: str | None = None) -> Dispatcher:
@@ -137,5 +143,9 @@ class Runtime:
             return result
         except TimeoutError:
             raise RequestTimeoutError(f"the request did not finish within {timeout:g} s") from None
+        except CapabilityFailedError as exc:
+            if text_field == "text":  # a single-text request calls its text `text`
+                raise CapabilityFailedError(exc.capability, 0, exc.reason, "text") from None
+            raise
         finally:
             self.stats.record_request((time.monotonic() - job.submitted_at) * 1000, ok)

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from capabilities.registry import UnknownCapabilityError
 from schemas.api import ErrorBody, ErrorDetail, ErrorResponse
@@ -74,6 +75,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BatcherClosedError)
     async def _closed(_request: Request, exc: BatcherClosedError) -> JSONResponse:
         return error_response(503, "shutting_down", str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        return error_response(exc.status_code, kind, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _internal(_request: Request, exc: Exception) -> JSONResponse:

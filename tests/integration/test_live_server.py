@@ -147,15 +147,30 @@ def test_concurrent_requests_share_windows_and_save_executions(server: LiveServe
     assert after["unique_texts"] - before["unique_texts"] < after["texts"] - before["texts"]
 
 
-def test_naive_mode_runs_each_request_on_its_own(client: httpx.Client):
-    body = client.post(
-        "/classify",
-        json={"texts": ["Plan a trip to Kyoto."], "capabilities": ["route"]},
-        headers={"X-Capserve-Batching": "naive"},
-    ).json()
-    window = body["window"]
-    assert window["mode"] == "naive" and window["requests"] == 1
-    assert window["capability_executions"] == window["naive_equivalent_executions"] == 3
+def test_naive_mode_runs_each_request_on_its_own(server: LiveServer):
+    async def run() -> list[Any]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=300) as c:
+            responses = await asyncio.gather(
+                *(
+                    c.post(
+                        "/classify",
+                        json={
+                            "texts": ["Plan a trip to Kyoto.", f"Naive {i}"],
+                            "capabilities": ["route"],
+                        },
+                        headers={"X-Capserve-Batching": "naive"},
+                    )
+                    for i in range(4)
+                )
+            )
+        assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+        return [r.json()["window"] for r in responses]
+
+    windows = asyncio.run(run())
+    assert len({w["id"] for w in windows}) == 4  # concurrent, yet never merged
+    for window in windows:
+        assert window["mode"] == "naive" and window["requests"] == 1
+        assert window["capability_executions"] == window["naive_equivalent_executions"] == 3
 
 
 def test_engines_are_built_once_not_per_request(client: httpx.Client):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -110,9 +111,17 @@ def test_malformed_json_is_a_clear_422(client: TestClient):
     assert error_of(response)["message"] == "body: request body is not valid JSON"
 
 
-def test_error_messages_never_echo_the_text(client: TestClient):
-    secret = "my password is hunter2"
-    response = client.post("/classify", json={"texts": [secret, 5], "capabilities": ["sentiment"]})
+@pytest.mark.parametrize(
+    "texts",
+    [
+        [{"note": "my password is hunter2"}],  # pydantic keeps the bad input in its error
+        ["my password is hunter2 " + "x" * 60],  # too long
+        ["fine", "my password is hunter2\ud800"],  # invalid Unicode
+    ],
+)
+def test_error_messages_never_echo_the_text(client: TestClient, texts: list[object]):
+    body = json.dumps({"texts": texts, "capabilities": ["sentiment"]}).encode()
+    response = client.post("/classify", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert "hunter2" not in response.text
 
@@ -126,8 +135,18 @@ def test_a_failed_capability_is_an_explicit_500_without_the_text(
         response = c.post("/classify", json={"texts": ["a"], "capabilities": ["escalation"]})
     assert response.status_code == 500
     error = error_of(response)
-    assert error["type"] == "capability_failed" and "sentiment" in error["message"]
+    assert error["type"] == "capability_failed"
+    assert error["message"] == "capability 'sentiment' failed on texts[0]: RuntimeError"
     assert "SECRET" not in response.text
+
+
+def test_a_failed_text_on_the_single_endpoint_is_called_text(shipped_registry: CapabilityRegistry):
+    pool = FakePool()
+    with make_client(shipped_registry, pool) as c:
+        pool.processor.fail_texts.add("doomed")
+        response = c.post("/classify/single", json={"text": "doomed", "capabilities": ["topic"]})
+    assert response.status_code == 500
+    assert error_of(response)["message"] == "capability 'topic' failed on text: RuntimeError"
 
 
 def test_mode_header_is_refused_unless_enabled(client: TestClient):
@@ -183,3 +202,15 @@ def test_a_failing_warm_up_stops_the_start(shipped_registry: CapabilityRegistry)
     client = make_client(shipped_registry, pool)
     with pytest.raises(RuntimeError, match="warm-up failed: capability 'topic' failed"):
         client.__enter__()
+    assert pool.stopped == 1  # the engines that started are stopped again
+
+
+def test_other_http_errors_use_the_error_envelope(client: TestClient):
+    missing = client.get("/nope")
+    assert missing.status_code == 404 and error_of(missing)["type"] == "not_found"
+    wrong = client.get("/classify")
+    assert wrong.status_code == 405 and error_of(wrong)["type"] == "method_not_allowed"
+    bad_bytes = client.post(
+        "/classify", content=b'{"texts": ["\xff"]}', headers={"content-type": "application/json"}
+    )
+    assert bad_bytes.status_code in (400, 422) and "error" in bad_bytes.json()

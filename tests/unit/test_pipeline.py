@@ -165,12 +165,18 @@ async def test_a_failing_text_fails_only_the_requests_that_hold_it(
 async def test_a_slow_request_times_out_with_a_clear_error(shipped_registry: CapabilityRegistry):
     config = CapServeConfig(
         models={"smollm2": ModelConfig(source="x", runner="generate")},
-        limits=LimitsConfig(request_timeout_s=0.05),
+        batching=BatchingConfig(window_ms=10),
+        limits=LimitsConfig(request_timeout_s=0.2),
     )
-    runtime = Runtime(config, shipped_registry, FakePool(FakeProcessor(delay=1.0)))
-    with pytest.raises(RequestTimeoutError, match=r"did not finish within 0\.05 s"):
+    pool = FakePool(FakeProcessor(delay=5.0))
+    runtime = Runtime(config, shipped_registry, pool)
+    with pytest.raises(RequestTimeoutError, match=r"did not finish within 0\.2 s"):
         await runtime.classify(["t"], ["sentiment"])
+    assert [c.capability for c in pool.processor.calls] == ["sentiment"]  # it was running
     assert runtime.stats.snapshot()["failed_requests"] == 1
+    # Shutdown does not wait forever for the stuck window: it cancels it after the grace.
+    await asyncio.wait_for(runtime.stop(), 2.0)
+    assert pool.processor.running == 0
 
 
 async def test_closing_naive_mode_waits_for_running_requests(shipped_registry: CapabilityRegistry):
