@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from capabilities.results import CapabilityResult
 from capabilities.spec import CapabilitySpec
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,24 @@ class WindowContext:
             for key, value in zip(missing, values, strict=True):
                 futures[key].set_result(value)
         return [await self._memo[(namespace, k)] for k in keys]
+
+
+class PerVersion(Generic[T]):
+    """A value built once per capability version; concurrent callers await the same build.
+
+    A failed build is not kept: the next caller tries again.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, str], T] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def get(self, spec: CapabilitySpec, build: Callable[[], Awaitable[T]]) -> T:
+        key = (spec.name, spec.version)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            if key not in self._values:
+                self._values[key] = await build()
+            return self._values[key]
 
 
 class Processor(Protocol):

@@ -14,7 +14,7 @@ import numpy as np
 
 from capabilities.results import result_from_probabilities
 from capabilities.spec import CapabilitySpec
-from processors.base import ItemFailure, ItemOutcome, ProcessorInput, WindowContext
+from processors.base import ItemFailure, ItemOutcome, PerVersion, ProcessorInput, WindowContext
 from processors.engines import Engine
 
 
@@ -38,8 +38,7 @@ class EmbeddingSimilarityProcessor:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._label_vectors: dict[tuple[str, str], tuple[list[str], np.ndarray]] = {}
-        self._label_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._label_vectors: PerVersion[tuple[list[str], np.ndarray]] = PerVersion()
 
     async def embed_texts(self, texts: Sequence[str]) -> list[np.ndarray | ItemFailure]:
         """A unit-length embedding per text, or that text's failure."""
@@ -53,17 +52,17 @@ class EmbeddingSimilarityProcessor:
         ]
 
     async def label_vectors(self, spec: CapabilitySpec) -> tuple[list[str], np.ndarray]:
-        key = (spec.name, spec.version)
-        lock = self._label_locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            if key not in self._label_vectors:
-                pairs = label_prototypes(spec)
-                vectors = await self.embed_texts([text for _, text in pairs])
-                if any(isinstance(v, ItemFailure) for v in vectors):
-                    raise RuntimeError(f"label embeddings of '{spec.name}' failed on the engine")
-                matrix = np.stack([v for v in vectors if isinstance(v, np.ndarray)])
-                self._label_vectors[key] = ([label for label, _ in pairs], matrix)
-        return self._label_vectors[key]
+        """Each prototype's label, and the prototypes' embeddings: once per version."""
+
+        async def build() -> tuple[list[str], np.ndarray]:
+            pairs = label_prototypes(spec)
+            vectors = await self.embed_texts([text for _, text in pairs])
+            if any(isinstance(v, ItemFailure) for v in vectors):
+                raise RuntimeError(f"label embeddings of '{spec.name}' failed on the engine")
+            matrix = np.stack([v for v in vectors if isinstance(v, np.ndarray)])
+            return [label for label, _ in pairs], matrix
+
+        return await self._label_vectors.get(spec, build)
 
     def _probabilities(
         self, spec: CapabilitySpec, owners: list[str], similarities: np.ndarray

@@ -33,7 +33,7 @@ from typing import Any
 from capabilities.results import CapabilityResult, normalise, result_from_probabilities
 from capabilities.spec import CapabilitySpec
 from capabilities.templates import CompiledTemplate, compile_template
-from processors.base import ItemFailure, ItemOutcome, ProcessorInput, WindowContext
+from processors.base import ItemFailure, ItemOutcome, PerVersion, ProcessorInput, WindowContext
 from processors.engines import Engine
 
 TOP_LOGPROBS = 20
@@ -112,29 +112,26 @@ class LLMChoiceProcessor:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._setups: dict[tuple[str, str], ChoiceSetup] = {}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._setups: PerVersion[ChoiceSetup] = PerVersion()
 
     async def setup_for(self, spec: CapabilitySpec) -> ChoiceSetup:
         """Built once per capability version (calibration included)."""
-        key = (spec.name, spec.version)
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            setup = self._setups.get(key)
-            if setup is None:
-                setup = await self._build_setup(spec)
-                if spec.definition.calibrate and setup.method != "choice":
-                    content_free = [ProcessorInput(text, {}) for text in CONTENT_FREE_TEXTS]
-                    outcomes = await self._score_all(spec, setup, content_free)
-                    scored = [r for r in outcomes if isinstance(r, CapabilityResult)]
-                    if len(scored) != len(outcomes):
-                        raise RuntimeError(f"calibration of '{spec.name}' failed on the engine")
-                    prior = {
-                        label: sum(r.probabilities[label] for r in scored) / len(scored)
-                        for label in spec.label_names
-                    }
-                    setup = dataclasses.replace(setup, prior=prior)
-                self._setups[key] = setup
-        return setup
+        return await self._setups.get(spec, lambda: self._calibrated_setup(spec))
+
+    async def _calibrated_setup(self, spec: CapabilitySpec) -> ChoiceSetup:
+        setup = await self._build_setup(spec)
+        if not spec.definition.calibrate or setup.method == "choice":
+            return setup
+        content_free = [ProcessorInput(text, {}) for text in CONTENT_FREE_TEXTS]
+        outcomes = await self._score_all(spec, setup, content_free)
+        scored = [r for r in outcomes if isinstance(r, CapabilityResult)]
+        if len(scored) != len(outcomes):
+            raise RuntimeError(f"calibration of '{spec.name}' failed on the engine")
+        prior = {
+            label: sum(r.probabilities[label] for r in scored) / len(scored)
+            for label in spec.label_names
+        }
+        return dataclasses.replace(setup, prior=prior)
 
     async def _build_setup(self, spec: CapabilitySpec) -> ChoiceSetup:
         prompt = spec.definition.prompt

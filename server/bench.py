@@ -42,6 +42,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--startup-timeout", type=float, default=900.0)
 
 
+def write_result(output: Path, result: dict[str, Any], report: str) -> None:
+    """The result as JSON at `output`, and as Markdown beside it, with the command that ran."""
+    command = "capserve " + " ".join(sys.argv[1:])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    output.with_suffix(".md").write_text(f"Command: `{command}`\n\n{report}\n")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -248,7 +256,5 @@ def run_bench(args: argparse.Namespace) -> int:
     report = format_report(result)
     print(report)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
-        args.output.with_suffix(".md").write_text(f"Command: `{result['command']}`\n\n{report}\n")
+        write_result(args.output, result, report)
     return 0

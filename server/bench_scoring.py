@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from capabilities.spec import CapabilitySpec
 from processors.base import ProcessorInput, WindowContext
 from processors.engines import apply_engine_env
 from processors.pool import ProcessorPool
+from server.bench import write_result
 from server.bench_workload import make_workload
 from server.settings import load_config
 
@@ -121,8 +120,5 @@ def run_scoring_bench(args: argparse.Namespace) -> int:
     report = "\n".join(lines)
     print(report)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
-        command = "capserve " + " ".join(sys.argv[1:])
-        args.output.with_suffix(".md").write_text(f"Command: `{command}`\n\n{report}\n")
+        write_result(args.output, result, report)
     return 0

@@ -122,3 +122,25 @@ async def test_special_token_text_in_a_submission_stays_plain_text():
     assert sep not in with_specials[1:-1]
     (bare,) = await engine.tokenize(["hi [SEP] there"])
     assert sep not in bare
+
+
+async def test_per_version_builds_once_per_version_and_retries_a_failed_build(
+    shipped_registry: CapabilityRegistry,
+):
+    from processors.base import PerVersion
+
+    cache: PerVersion[int] = PerVersion()
+    builds: list[str] = []
+
+    async def build() -> int:
+        builds.append("built")
+        await asyncio.sleep(0.01)
+        if len(builds) == 1:
+            raise RuntimeError("engine busy")
+        return len(builds)
+
+    spec = shipped_registry.get("topic")
+    with pytest.raises(RuntimeError):
+        await cache.get(spec, build)
+    values = await asyncio.gather(*(cache.get(spec, build) for _ in range(5)))
+    assert values == [2] * 5 and len(builds) == 2
