@@ -62,13 +62,13 @@ def _prepare_models(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from server.bench import run_bench
+    from bench.run import run_bench
 
     return run_bench(args)
 
 
 def _bench_scoring(args: argparse.Namespace) -> int:
-    from server.bench_scoring import run_scoring_bench
+    from bench.scoring import run_scoring_bench
 
     return run_scoring_bench(args)
 
@@ -97,14 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="batched vs naive, side by side, on a started server")
     with_config(bench)
-    from server.bench import add_bench_arguments
+    from bench.run import add_bench_arguments
 
     add_bench_arguments(bench)
     bench.set_defaults(run=_bench)
 
     scoring = sub.add_parser("bench-scoring", help="time the llm_choice scoring methods")
     with_config(scoring)
-    from server.bench_scoring import add_scoring_arguments
+    from bench.scoring import add_scoring_arguments
 
     add_scoring_arguments(scoring)
     scoring.set_defaults(run=_bench_scoring)

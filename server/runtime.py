@@ -20,15 +20,15 @@ from capabilities.registry import CapabilityRegistry
 from processors.engines import EngineWork, apply_engine_env
 from processors.pool import ProcessorPool
 from schemas.config import CapServeConfig
-from server.dispatch import BatchedDispatcher, Dispatcher, NaiveDispatcher
-from server.executor import PlanExecutor, ProcessorSource
-from server.pipeline import (
+from server.batching.dispatch import BatchedDispatcher, Dispatcher, NaiveDispatcher
+from server.execution.executor import PlanExecutor, ProcessorSource
+from server.execution.pipeline import (
     CapabilityFailedError,
     ClassificationPipeline,
     ClassifyJob,
     JobResult,
 )
-from server.stats import ServerStats
+from server.observability.stats import ServerStats
 from server.validation import check_request
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,9 @@ class Runtime:
         self.registry = registry
         self.pool = pool
         self.stats = ServerStats()
-        self.pipeline = ClassificationPipeline(registry, PlanExecutor(registry, pool), self.stats)
+        self.pipeline = ClassificationPipeline(
+            registry, PlanExecutor(registry, pool), observers=[self.stats]
+        )
         batching = config.batching
         self.dispatchers: dict[str, Dispatcher] = {
             "batched": BatchedDispatcher(

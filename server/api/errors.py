@@ -15,8 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from capabilities.registry import UnknownCapabilityError
 from schemas.api import ErrorBody, ErrorDetail, ErrorResponse
-from server.batcher import BatcherClosedError
-from server.pipeline import CapabilityFailedError
+from server.batching.batcher import BatcherClosedError
+from server.execution.pipeline import CapabilityFailedError
 from server.runtime import RequestTimeoutError
 from server.validation import RequestRejectedError
 

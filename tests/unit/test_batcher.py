@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from server.batcher import BatcherClosedError, RequestBatcher
+from server.batching.batcher import BatcherClosedError, RequestBatcher
 
 
 class Recorder:

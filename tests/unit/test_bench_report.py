@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.bench import format_report, summarise
-from server.bench_workload import CAPABILITY_SETS, make_workload
+from bench.run import format_report, summarise
+from bench.workload import CAPABILITY_SETS, make_workload
 
 
 def phase(mode: str, texts: int, seconds: float, executions: int, prompts: int) -> dict[str, Any]:

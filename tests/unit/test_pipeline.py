@@ -9,8 +9,8 @@ import pytest
 
 from capabilities.registry import CapabilityRegistry
 from schemas.config import BatchingConfig, CapServeConfig, LimitsConfig, ModelConfig
-from server.batcher import BatcherClosedError
-from server.pipeline import CapabilityFailedError
+from server.batching.batcher import BatcherClosedError
+from server.execution.pipeline import CapabilityFailedError
 from server.runtime import RequestTimeoutError, Runtime
 from tests.unit.fakes import FakePool, FakeProcessor
 

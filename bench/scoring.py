@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.run import write_result
+from bench.workload import make_workload
 from capabilities.registry import CapabilityRegistry
 from capabilities.results import CapabilityResult
 from capabilities.spec import CapabilitySpec
 from processors.base import ProcessorInput, WindowContext
 from processors.engines import apply_engine_env
 from processors.pool import ProcessorPool
-from server.bench import write_result
-from server.bench_workload import make_workload
 from server.settings import load_config
 
 METHODS = ("label_logprobs", "top_logprobs", "choice")

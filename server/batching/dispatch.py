@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
-from server.batcher import BatcherClosedError, RequestBatcher, finish_or_cancel
-from server.pipeline import ClassificationPipeline, ClassifyJob, JobResult
+from server.batching.batcher import BatcherClosedError, RequestBatcher, finish_or_cancel
+from server.execution.pipeline import ClassificationPipeline, ClassifyJob, JobResult
 
 
 class Dispatcher(Protocol):

@@ -22,8 +22,8 @@ from typing import IO, Any
 
 import httpx
 
-from server.bench_workload import BenchRequest, make_workload
-from server.stats import LatencySamples
+from bench.workload import BenchRequest, make_workload
+from server.observability.stats import LatencySamples
 
 MODE_HEADER = "X-Capserve-Batching"
 MODES = ("batched", "naive")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from capabilities.plan import BatchPlan
+from server.execution.observers import WindowReport
 
 
 class LatencySamples:
@@ -56,13 +56,8 @@ class ServerStats:
         self.queue_wait = LatencySamples()
         self.latency = LatencySamples()
 
-    def record_window(
-        self,
-        plan: BatchPlan,
-        seconds: Mapping[str, float],
-        errors: Iterable[str],
-        queue_waits_ms: Iterable[float],
-    ) -> None:
+    def window_finished(self, report: WindowReport) -> None:
+        plan, seconds = report.plan, report.outcome.seconds
         self.windows += 1
         self.texts += plan.total_texts
         self.unique_texts += len(plan.texts)
@@ -73,9 +68,9 @@ class ServerStats:
             counters.executions += 1
             counters.texts += len(step.text_ids)
             counters.engine_seconds += seconds.get(step.capability, 0.0)
-        for name in errors:
+        for name in report.outcome.failed_capabilities():
             self.capabilities.setdefault(name, CapabilityCounters()).errors += 1
-        self.queue_wait.extend(queue_waits_ms)
+        self.queue_wait.extend(report.queue_waits_ms)
 
     def record_request(self, latency_ms: float, ok: bool) -> None:
         self.requests += 1

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from capabilities.plan import BatchPlan, WorkItem, build_plan
 from capabilities.registry import CapabilityRegistry
 from capabilities.results import CapabilityResult
-from server.executor import PlanExecutor, WindowOutcome
-from server.stats import ServerStats
+from server.execution.executor import PlanExecutor, WindowOutcome
+from server.execution.observers import WindowObserver, WindowReport
 
 _window_ids = itertools.count(1)
 
@@ -57,11 +57,14 @@ class CapabilityFailedError(Exception):
 
 class ClassificationPipeline:
     def __init__(
-        self, registry: CapabilityRegistry, executor: PlanExecutor, stats: ServerStats
+        self,
+        registry: CapabilityRegistry,
+        executor: PlanExecutor,
+        observers: Sequence[WindowObserver] = (),
     ) -> None:
         self.registry = registry
         self.executor = executor
-        self.stats = stats
+        self.observers = list(observers)
 
     async def run_window(
         self, jobs: Sequence[ClassifyJob], mode: str
@@ -69,12 +72,11 @@ class ClassificationPipeline:
         started = time.monotonic()
         plan = build_plan(self.registry, [WorkItem(j.texts, j.capabilities) for j in jobs])
         outcome = await self.executor.run(plan)
-        self.stats.record_window(
-            plan,
-            outcome.seconds,
-            outcome.failed_capabilities(),
-            [(started - job.submitted_at) * 1000 for job in jobs],
+        report = WindowReport(
+            plan, outcome, mode, [(started - job.submitted_at) * 1000 for job in jobs]
         )
+        for observer in self.observers:
+            observer.window_finished(report)
         info = WindowInfo(
             id=next(_window_ids),
             mode=mode,

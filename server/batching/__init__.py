@@ -1,0 +1,1 @@
+"""Gathering requests into windows and handing windows to the pipeline."""

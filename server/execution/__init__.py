@@ -1,0 +1,1 @@
+"""Running a window: plan, execute, split results back, tell the observers."""

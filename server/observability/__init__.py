@@ -1,0 +1,1 @@
+"""What operators read: counters, latencies, and (later) metrics and drift."""
