@@ -65,7 +65,9 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
             inputs = [ProcessorInput(text, {}) for text in texts]
             started = time.perf_counter()
             results = await processor.run(specs[method], inputs, WindowContext())
-            labels = [r.label if isinstance(r, CapabilityResult) else "(failed)" for r in results]
+            labels = [
+                str(r.label) if isinstance(r, CapabilityResult) else "(failed)" for r in results
+            ]
             return time.perf_counter() - started, labels
 
         for m in METHODS:  # warm-up: caches the instruction prefix, compiles the grammar

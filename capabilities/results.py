@@ -9,14 +9,21 @@ from typing import Any
 
 @dataclass(frozen=True)
 class CapabilityResult:
+    """What every kind returns. `label` is the single answer (None for a score);
+    `probabilities` holds every label's probability: they sum to 1 for single-label kinds, and
+    are independent per label for `llm_multilabel`, whose passing labels are in `labels`."""
+
     capability: str
     version: str
-    label: str
+    label: str | None
     confidence: float
-    # The probability of every label of the capability; they sum to 1.
     probabilities: Mapping[str, float]
     # Kind-specific facts, e.g. the scoring method or the rule case that matched.
     details: Mapping[str, Any] = field(default_factory=dict)
+    # llm_score: the value in [0, 1].
+    score: float | None = None
+    # llm_multilabel: every label whose probability reaches its threshold, most probable first.
+    labels: tuple[str, ...] | None = None
 
 
 def normalise(scores: Mapping[str, float]) -> dict[str, float]:

@@ -34,8 +34,10 @@ class LabelView:
 class DependencyView:
     """What a template sees of one dependency result."""
 
-    label: str
+    label: str | None
     confidence: float
+    score: float | None = None
+    labels: tuple[str, ...] = ()
 
 
 class _Dependencies:
@@ -71,7 +73,7 @@ class CompiledTemplate:
         deps: Mapping[str, CapabilityResult] | None = None,
     ) -> str:
         views = {
-            name: DependencyView(result.label, result.confidence)
+            name: DependencyView(result.label, result.confidence, result.score, result.labels or ())
             for name, result in (deps or {}).items()
         }
         label_views = [LabelView(label.name, label.description or "") for label in labels]

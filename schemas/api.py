@@ -26,10 +26,14 @@ class SingleClassifyRequest(_Request):
 
 
 class CapabilityResultBody(BaseModel):
-    label: str
+    label: str | None = Field(description="The answer; null for a score capability.")
     confidence: float
     probabilities: dict[str, float]
     version: str
+    score: float | None = Field(default=None, description="llm_score: a value in [0, 1].")
+    labels: list[str] | None = Field(
+        default=None, description="llm_multilabel: the labels that reach their threshold."
+    )
     details: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -54,6 +54,8 @@ def _result_body(result: CapabilityResult) -> CapabilityResultBody:
         confidence=round(result.confidence, 6),
         probabilities={k: round(v, 6) for k, v in result.probabilities.items()},
         version=result.version,
+        score=None if result.score is None else round(result.score, 6),
+        labels=None if result.labels is None else list(result.labels),
         details=dict(result.details),
     )
 

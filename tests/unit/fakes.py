@@ -34,7 +34,7 @@ def fake_probabilities(spec: CapabilitySpec, text: str) -> dict[str, float]:
 class Call:
     capability: str
     texts: tuple[str, ...]
-    deps: tuple[dict[str, str], ...]
+    deps: tuple[dict[str, str | None], ...]
 
 
 @dataclass
