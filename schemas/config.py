@@ -39,6 +39,25 @@ class LimitsConfig(_Strict):
     request_timeout_s: float = Field(default=300.0, gt=0)
 
 
+class PromptingConfig(_Strict):
+    """How LLM questions are laid out; see processors/questions/."""
+
+    # Force every LLM capability into one layout (evaluation and ablations): "own" gives each
+    # question its own instructions before the text; "shared" puts every question of a group
+    # after one shared system part and the text. null: each capability's own `layout`.
+    layout_override: Literal["own", "shared"] | None = None
+    # Shared layout: pad the text so the part every question shares ends on a KV-cache block
+    # boundary (vLLM caches only full blocks).
+    pad_to_block: bool = True
+    # Shared layout: where a question's instructions go: all of the group's before the text
+    # (cached once per group), or each question's own after the text (computed per question).
+    instructions: Literal["before_text", "after_text"] = "before_text"
+    # The most prompt tokens of one question group sent to an engine at once: a window's texts
+    # are sent in chunks that fit the KV cache, so a text's blocks are still cached when its
+    # next question runs (about 46k tokens fit in 2 GiB at fp32 for the embedded LLM).
+    max_tokens_in_flight: int = Field(default=16384, ge=256)
+
+
 class ModelConfig(_Strict):
     # "embedded:<name>": a model shipped in a PyPI package (see `capserve prepare-models`),
     # a local folder, or a model hub id.
@@ -68,6 +87,7 @@ class CapServeConfig(_Strict):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     engine_env: EngineEnvConfig = Field(default_factory=EngineEnvConfig)
+    prompting: PromptingConfig = Field(default_factory=PromptingConfig)
     # Folder of capability YAML files; relative paths are relative to the config file.
     capabilities_dir: Path = Path("capabilities")
     # Where prepared embedded models are kept; default: $XDG_CACHE_HOME/capserve/models.
