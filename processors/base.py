@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from capabilities.results import CapabilityResult
 from capabilities.spec import CapabilitySpec
@@ -104,4 +104,29 @@ class Processor(Protocol):
         Raising fails the capability for every input; return an ItemFailure instead when only
         some texts fail, so that the others' requests still get their results.
         """
+        ...
+
+
+@dataclass(frozen=True)
+class StepWork:
+    """One capability's share of a grouped call: its spec and the inputs it must answer."""
+
+    spec: CapabilitySpec
+    inputs: Sequence[ProcessorInput]
+
+
+@runtime_checkable
+class GroupedProcessor(Processor, Protocol):
+    """A processor that answers several capabilities in one call when they start together,
+    e.g. every LLM question about a window's texts on one engine (text-major, so a text's
+    questions reach the engine together and share its prefill)."""
+
+    def group_key(self, spec: CapabilitySpec) -> Hashable:
+        """Capabilities with equal keys that start together are run in one `run_group`."""
+        ...
+
+    async def run_group(
+        self, work: Sequence[StepWork], context: WindowContext
+    ) -> Sequence[Sequence[ItemOutcome]]:
+        """One sequence of outcomes per StepWork, in order, one outcome per input."""
         ...

@@ -1,8 +1,13 @@
 """Runs a BatchPlan: each capability once over its texts, as soon as its dependencies are done.
 
-Capabilities with no dependency between them run at the same time. Failures are per text: a
-text that fails in one capability fails in the capabilities that depend on it, and nothing else,
-so one bad text does not cost the other texts of its window their results.
+Steps run in waves: the steps whose dependencies are all done start together, and steps of one
+wave that a processor can run as a group (LLM questions about the same texts on one engine) are
+handed to it in one call, so it can send each text's questions to the engine together.
+Capabilities with no dependency between them run at the same time.
+
+Failures are per text: a text that fails in one capability fails in the capabilities that depend
+on it, and nothing else, so one bad text does not cost the other texts of its window their
+results.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,7 +23,15 @@ from capabilities.plan import BatchPlan, CapabilityStep
 from capabilities.registry import CapabilityRegistry
 from capabilities.results import CapabilityResult
 from capabilities.spec import CapabilitySpec
-from processors.base import ItemFailure, Processor, ProcessorInput, WindowContext
+from processors.base import (
+    GroupedProcessor,
+    ItemFailure,
+    ItemOutcome,
+    Processor,
+    ProcessorInput,
+    StepWork,
+    WindowContext,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +46,19 @@ class WindowOutcome:
     results: dict[str, dict[int, CapabilityResult]] = field(default_factory=dict)
     # capability -> unique text index -> why it failed (never holds text)
     failures: dict[str, dict[int, str]] = field(default_factory=dict)
-    # capability -> seconds spent in its processor
+    # capability -> seconds spent in its processor (a group's time is shared out evenly)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def failed_capabilities(self) -> list[str]:
         return [name for name, failed in self.failures.items() if failed]
+
+
+@dataclass
+class _Batch:
+    """Steps that start together and run in one processor call (one step unless grouped)."""
+
+    processor: Processor | None
+    steps: list[CapabilityStep]
 
 
 class PlanExecutor:
@@ -45,62 +66,137 @@ class PlanExecutor:
         self.registry = registry
         self.processors = processors
 
-    async def run(self, plan: BatchPlan) -> WindowOutcome:
+    async def run(
+        self,
+        plan: BatchPlan,
+        known: Mapping[str, Mapping[int, CapabilityResult]] | None = None,
+    ) -> WindowOutcome:
+        """Runs every step of `plan`. `known` holds results already at hand (e.g. cached), by
+        capability and unique text index: they serve as dependency results and are not run."""
         outcome = WindowOutcome()
+        for name, results in (known or {}).items():
+            outcome.results.setdefault(name, {}).update(results)
         context = WindowContext()
-        tasks: dict[str, asyncio.Task[None]] = {}
-        for step in plan.steps:  # dependency order: a step's dependencies have tasks already
-            waits = [tasks[dep] for dep in step.depends_on]
-            tasks[step.capability] = asyncio.create_task(
-                self._run_step(plan, step, waits, context, outcome)
-            )
+        waiting = {step.capability: step for step in plan.steps}
+        planned = set(waiting)
+        finished: set[str] = set()
+        running: dict[asyncio.Task[None], _Batch] = {}
         try:
-            await asyncio.gather(*tasks.values())
+            while waiting or running:
+                ready = [
+                    step
+                    for step in waiting.values()
+                    if all(dep in finished or dep not in planned for dep in step.depends_on)
+                ]
+                for step in ready:
+                    del waiting[step.capability]
+                for batch in self._batches(ready):
+                    task = asyncio.create_task(self._run_batch(plan, batch, context, outcome))
+                    running[task] = batch
+                if not running:
+                    raise RuntimeError(f"steps {sorted(waiting)} wait on each other")
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    finished.update(step.capability for step in running.pop(task).steps)
+                    task.result()
         finally:
-            for task in tasks.values():
+            for task in running:
                 task.cancel()
         return outcome
 
-    async def _run_step(
-        self,
-        plan: BatchPlan,
-        step: CapabilityStep,
-        waits: list[asyncio.Task[None]],
-        context: WindowContext,
-        outcome: WindowOutcome,
-    ) -> None:
-        await asyncio.gather(*waits)
+    def _batches(self, ready: Sequence[CapabilityStep]) -> list[_Batch]:
+        batches: dict[Hashable, _Batch] = {}
+        for step in ready:
+            spec = self.registry.get(step.capability)
+            try:
+                processor: Processor | None = self.processors.processor_for(spec)
+            except LookupError:
+                processor = None  # reported per text when the batch runs
+            key: Hashable = step.capability
+            if isinstance(processor, GroupedProcessor):
+                key = (id(processor), processor.group_key(spec))
+            batches.setdefault(key, _Batch(processor, [])).steps.append(step)
+        return list(batches.values())
+
+    def _inputs(
+        self, plan: BatchPlan, step: CapabilityStep, outcome: WindowOutcome
+    ) -> tuple[list[int], list[ProcessorInput]]:
+        """The texts of `step` whose dependencies all succeeded, and their inputs; the others
+        are marked failed."""
         spec = self.registry.get(step.capability)
-        results = outcome.results.setdefault(spec.name, {})
         failures = outcome.failures.setdefault(spec.name, {})
-        ready = []
+        outcome.results.setdefault(spec.name, {})
+        ready: list[int] = []
         for tid in step.text_ids:
-            failed = [dep for dep in spec.depends_on if tid not in outcome.results[dep]]
+            failed = [dep for dep in spec.depends_on if tid not in outcome.results.get(dep, {})]
             if failed:
                 failures[tid] = f"dependency '{failed[0]}' failed"
             else:
                 ready.append(tid)
-        if not ready:
-            return
         inputs = [
-            ProcessorInput(plan.texts[tid], self._deps_for(spec, tid, outcome.results))
+            ProcessorInput(
+                plan.texts[tid], {dep: outcome.results[dep][tid] for dep in spec.depends_on}
+            )
             for tid in ready
         ]
+        return ready, inputs
+
+    async def _run_batch(
+        self, plan: BatchPlan, batch: _Batch, context: WindowContext, outcome: WindowOutcome
+    ) -> None:
+        work: list[tuple[CapabilityStep, list[int], StepWork]] = []
+        for step in batch.steps:
+            ready, inputs = self._inputs(plan, step, outcome)
+            if ready:
+                work.append((step, ready, StepWork(self.registry.get(step.capability), inputs)))
+        if not work:
+            return
         started = time.perf_counter()
         try:
-            outcomes = await self.processors.processor_for(spec).run(spec, inputs, context)
-            if len(outcomes) != len(inputs):
-                raise RuntimeError(f"{len(outcomes)} outcomes for {len(inputs)} texts")
+            per_step = await self._call(batch.processor, [w for _, _, w in work], context)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             # Engine messages may quote the prompt: only the exception type leaves this place.
             reason = type(exc).__name__
-            log.error("capability '%s' failed on all %d inputs: %s", spec.name, len(inputs), reason)
-            failures.update({tid: reason for tid in ready})
+            for step, ready, _ in work:
+                log.error("capability '%s' failed on all %d inputs: %s", step.capability,
+                          len(ready), reason)  # fmt: skip
+                outcome.failures[step.capability].update({tid: reason for tid in ready})
             return
         finally:
-            outcome.seconds[spec.name] = time.perf_counter() - started
+            share = (time.perf_counter() - started) / len(work)
+            for step, _, _ in work:
+                outcome.seconds[step.capability] = share
+        for (step, ready, _), outcomes in zip(work, per_step, strict=True):
+            self._record(step, ready, outcomes, outcome)
+
+    @staticmethod
+    async def _call(
+        processor: Processor | None, work: list[StepWork], context: WindowContext
+    ) -> list[Sequence[ItemOutcome]]:
+        if processor is None:
+            names = ", ".join(w.spec.name for w in work)
+            raise LookupError(f"no processor for capability {names}")
+        if isinstance(processor, GroupedProcessor):
+            per_step = list(await processor.run_group(work, context))
+        else:
+            (single,) = work
+            per_step = [await processor.run(single.spec, single.inputs, context)]
+        for w, outcomes in zip(work, per_step, strict=True):
+            if len(outcomes) != len(w.inputs):
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(w.inputs)} texts")
+        return per_step
+
+    @staticmethod
+    def _record(
+        step: CapabilityStep,
+        ready: list[int],
+        outcomes: Sequence[ItemOutcome],
+        outcome: WindowOutcome,
+    ) -> None:
+        results = outcome.results[step.capability]
+        failures = outcome.failures[step.capability]
         for tid, item in zip(ready, outcomes, strict=True):
             if isinstance(item, ItemFailure):
                 failures[tid] = item.reason
@@ -109,13 +205,7 @@ class PlanExecutor:
         if failures:
             log.error(
                 "capability '%s' failed on %d of %d inputs",
-                spec.name,
+                step.capability,
                 len(failures),
                 len(step.text_ids),
             )
-
-    @staticmethod
-    def _deps_for(
-        spec: CapabilitySpec, text_id: int, results: Mapping[str, Mapping[int, CapabilityResult]]
-    ) -> dict[str, CapabilityResult]:
-        return {dep: results[dep][text_id] for dep in spec.depends_on}
