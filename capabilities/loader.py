@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
-from capabilities.spec import CapabilitySpec
+from capabilities.groups import QuestionGroup
+from capabilities.spec import CapabilitySpec, short_hash
 from capabilities.templates import TemplateProblem, check_renders, compile_template
 from schemas.capability import CapabilityDefinition
+from schemas.config import PromptingConfig
 
 # Which model runner each kind needs; None: the kind uses no model.
 RUNNER_FOR_KIND: Mapping[str, str | None] = {
     "llm_choice": "generate",
+    "llm_multilabel": "generate",
+    "llm_score": "generate",
     "embedding_similarity": "pooling",
     "rule": None,
 }
@@ -68,6 +73,20 @@ def _check_own_fields(spec: CapabilitySpec, model_runners: Mapping[str, str]) ->
     label_names = spec.label_names
     if len(set(label_names)) != len(label_names):
         problems.append(f"{where}: labels are not unique: {list(label_names)}")
+    if spec.kind == "llm_score" and label_names:
+        problems.append(f"{where}: kind 'llm_score' answers on its scale and takes no labels")
+    elif spec.kind == "llm_multilabel" and not label_names:
+        problems.append(f"{where}: kind 'llm_multilabel' needs at least one label")
+    elif spec.kind not in ("llm_score", "llm_multilabel") and len(label_names) < 2:
+        problems.append(f"{where}: kind '{spec.kind}' needs at least two labels")
+    if spec.kind == "llm_multilabel":
+        missing = [label.name for label in spec.labels if label.question is None]
+        if missing:
+            problems.append(f"{where}: labels {missing} need a `question` (kind llm_multilabel)")
+    elif any(label.question is not None for label in spec.labels):
+        problems.append(f"{where}: a label `question` is only used by kind 'llm_multilabel'")
+    if not spec.is_question and d.group is not None:
+        problems.append(f"{where}: group is only used by LLM question kinds")
     needed_runner = RUNNER_FOR_KIND[spec.kind]
     if needed_runner is None:
         if d.model is not None:
@@ -83,10 +102,10 @@ def _check_own_fields(spec: CapabilitySpec, model_runners: Mapping[str, str]) ->
             f"{where}: kind '{spec.kind}' needs a model with the {needed_runner} runner, "
             f"but '{d.model}' uses the {model_runners[d.model]} runner"
         )
-    if spec.kind == "llm_choice" and d.prompt is None:
-        problems.append(f"{where}: kind 'llm_choice' needs a prompt (system, user)")
-    if spec.kind != "llm_choice" and d.prompt is not None:
-        problems.append(f"{where}: prompt is only used by kind 'llm_choice'")
+    if spec.is_question and d.prompt is None:
+        problems.append(f"{where}: kind '{spec.kind}' needs a prompt (instructions, cue, ...)")
+    if not spec.is_question and d.prompt is not None:
+        problems.append(f"{where}: prompt is only used by the llm_* kinds")
     if d.calibrate and (spec.kind != "llm_choice" or d.scoring == "choice"):
         problems.append(f"{where}: calibrate needs kind 'llm_choice' with probability scoring")
     if spec.kind == "rule" and d.rule is None:
@@ -131,22 +150,31 @@ def _check_prompt(spec: CapabilitySpec, specs: Mapping[str, CapabilitySpec]) -> 
     prompt = spec.definition.prompt
     if prompt is None:
         return []
-    dependency_labels = {dep: specs[dep].label_names for dep in spec.depends_on if dep in specs}
+    dependency_labels = {
+        dep: specs[dep].label_names or ("sample",) for dep in spec.depends_on if dep in specs
+    }
     problems: list[str] = []
-    for part, source, with_text in (("system", prompt.system, False), ("user", prompt.user, True)):
+    for part, source in (
+        ("instructions", prompt.instructions),
+        ("cue", prompt.cue),
+        ("answer_prefix", prompt.answer_prefix),
+    ):
         try:
             compiled = compile_template(source)
-            if part == "system" and compiled.variables - {"labels"}:
+            if "text" in compiled.variables:
                 raise TemplateProblem(
-                    "may only use 'labels': the system part must be the same for every text "
-                    "so that the engine's prefix cache can reuse it"
+                    "may not use 'text': the text is the user turn, on its own, so that every "
+                    "question about it shares its prefill"
                 )
-            if part == "user" and "text" not in compiled.variables:
-                raise TemplateProblem("must use {{ text }}")
-            if part == "user" and spec.definition.calibrate and "deps" in compiled.variables:
+            if part != "cue" and compiled.variables - {"labels"}:
+                raise TemplateProblem(
+                    "may only use 'labels': it must be the same for every text so that the "
+                    "engine's prefix cache can reuse it (upstream results go in the cue)"
+                )
+            if part == "cue" and spec.definition.calibrate and "deps" in compiled.variables:
                 # The prior comes from content-free inputs, which have no dependency results.
                 raise TemplateProblem("uses deps, which calibrate: true does not allow")
-            check_renders(compiled, spec.labels, dependency_labels, with_text)
+            check_renders(compiled, spec.labels, dependency_labels, with_text=False)
         except TemplateProblem as exc:
             problems.append(f"{where}: prompt.{part} template {exc}")
     return problems
@@ -179,10 +207,87 @@ def find_cycle(depends_on: Mapping[str, tuple[str, ...]]) -> list[str] | None:
     return None
 
 
-def load_capabilities(
-    directory: Path, model_runners: Mapping[str, str]
+def _groups(
+    specs: Mapping[str, CapabilitySpec], prompting: PromptingConfig
+) -> tuple[dict[str, QuestionGroup], list[str]]:
+    """Each question group, with the instructions of its `shared` members in name order."""
+    members: dict[str, list[CapabilitySpec]] = {}
+    for spec in specs.values():
+        if spec.is_question and spec.model is not None:
+            members.setdefault(spec.definition.group or spec.model, []).append(spec)
+    groups: dict[str, QuestionGroup] = {}
+    problems: list[str] = []
+    for name, group_specs in sorted(members.items()):
+        models = sorted({s.model or "" for s in group_specs})
+        if len(models) > 1:
+            problems.append(f"question group '{name}' mixes models {models}: one model per group")
+            continue
+        sections = tuple(
+            (s.name, compile_template(s.definition.prompt.instructions).render(s.labels))
+            for s in sorted(group_specs, key=lambda s: s.name)
+            if s.definition.prompt is not None and _layout(s, prompting) == "shared"
+        )
+        groups[name] = QuestionGroup(
+            name, models[0], sections, prompting.instructions, prompting.pad_to_block
+        )
+    return groups, problems
+
+
+def _layout(spec: CapabilitySpec, prompting: PromptingConfig) -> str:
+    return prompting.layout_override or spec.definition.layout
+
+
+def _finalise(
+    specs: Mapping[str, CapabilitySpec],
+    model_fingerprints: Mapping[str, str],
+    prompting: PromptingConfig,
+    groups: Mapping[str, QuestionGroup],
 ) -> dict[str, CapabilitySpec]:
-    """All capabilities of `directory`, checked; raises CapabilityConfigError with every problem."""
+    """Sets each question's layout and group, and each version to cover everything the output
+    depends on: definition, model, prompt layout (the whole shared system part) and the
+    dependencies' versions (so a change anywhere upstream changes every version downstream)."""
+    done: dict[str, CapabilitySpec] = {}
+
+    def finish(name: str) -> CapabilitySpec:
+        if name in done:
+            return done[name]
+        spec = specs[name]
+        dep_versions = [f"{dep}={finish(dep).version}" for dep in spec.depends_on]
+        layout, group = None, None
+        if spec.is_question and spec.model is not None:
+            layout = _layout(spec, prompting)
+            group = groups[spec.definition.group or spec.model]
+        parts = [
+            spec.version,
+            f"model={model_fingerprints.get(spec.model or '', spec.model or '')}",
+            f"layout={layout}",
+            group.fingerprint() if group is not None and layout == "shared" else "",
+            *dep_versions,
+        ]
+        done[name] = dataclasses.replace(
+            spec,
+            version=short_hash(*parts),
+            layout=layout,
+            group=group if layout == "shared" else None,
+        )
+        return done[name]
+
+    for name in sorted(specs):
+        finish(name)
+    return done
+
+
+def load_capabilities(
+    directory: Path,
+    model_runners: Mapping[str, str],
+    model_fingerprints: Mapping[str, str] | None = None,
+    prompting: PromptingConfig | None = None,
+) -> dict[str, CapabilitySpec]:
+    """All capabilities of `directory`, checked; raises CapabilityConfigError with every problem.
+
+    `model_fingerprints` (model name -> what of its configuration changes outputs) and
+    `prompting` (the server's question layout settings) go into every version."""
+    prompting = prompting or PromptingConfig()
     specs, problems = read_definitions(directory)
     by_name: dict[str, CapabilitySpec] = {}
     for spec in specs:
@@ -209,4 +314,7 @@ def load_capabilities(
         problems.append(f"{where}: dependency cycle {' -> '.join(cycle)}")
     if problems:
         raise CapabilityConfigError(problems)
-    return by_name
+    groups, problems = _groups(by_name, prompting)
+    if problems:
+        raise CapabilityConfigError(problems)
+    return _finalise(by_name, model_fingerprints or {}, prompting, groups)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from capabilities.loader import load_capabilities
 from capabilities.spec import CapabilitySpec
+from schemas.config import PromptingConfig
 
 
 class UnknownCapabilityError(ValueError):
@@ -27,9 +28,13 @@ class CapabilityRegistry:
 
     @classmethod
     def from_directory(
-        cls, directory: Path, model_runners: Mapping[str, str]
+        cls,
+        directory: Path,
+        model_runners: Mapping[str, str],
+        model_fingerprints: Mapping[str, str] | None = None,
+        prompting: PromptingConfig | None = None,
     ) -> CapabilityRegistry:
-        return cls(load_capabilities(directory, model_runners))
+        return cls(load_capabilities(directory, model_runners, model_fingerprints, prompting))
 
     def _topological_order(self) -> list[str]:
         """Dependencies before dependents; ties broken by name, so the order is stable."""

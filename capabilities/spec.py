@@ -7,15 +7,26 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.capability import CapabilityDefinition, LabelDefinition
+from capabilities.groups import QuestionGroup
+from schemas.capability import QUESTION_KINDS, CapabilityDefinition, LabelDefinition
+
+
+def short_hash(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
 class CapabilitySpec:
     definition: CapabilityDefinition
     source: Path
-    # A short hash of the definition: it changes whenever the definition does.
+    # A short hash of everything the capability's output depends on: its definition, and once
+    # loaded, its model, its prompt layout (for `shared`, the group's whole system part) and
+    # its dependencies' versions. It changes whenever any of them does.
     version: str
+    # LLM questions: the layout in force (the definition's, or the server's override).
+    layout: str | None = None
+    # LLM questions: the group whose system part a `shared` question shares.
+    group: QuestionGroup | None = None
 
     @property
     def name(self) -> str:
@@ -24,6 +35,10 @@ class CapabilitySpec:
     @property
     def kind(self) -> str:
         return self.definition.kind
+
+    @property
+    def is_question(self) -> bool:
+        return self.definition.kind in QUESTION_KINDS
 
     @property
     def model(self) -> str | None:
@@ -44,5 +59,4 @@ class CapabilitySpec:
     @classmethod
     def from_definition(cls, definition: CapabilityDefinition, source: Path) -> CapabilitySpec:
         canonical = json.dumps(definition.model_dump(mode="json"), sort_keys=True)
-        version = hashlib.sha256(canonical.encode()).hexdigest()[:12]
-        return cls(definition=definition, source=source, version=version)
+        return cls(definition=definition, source=source, version=short_hash(canonical))

@@ -67,11 +67,19 @@ class Engine:
     """One AsyncLLM. Processors talk to it through `generate`, `embed` and the tokenizer calls."""
 
     def __init__(
-        self, name: str, runner: str, llm: Any, tokenizer: Any, max_model_len: int
+        self,
+        name: str,
+        runner: str,
+        llm: Any,
+        tokenizer: Any,
+        max_model_len: int,
+        block_size: int = 16,
     ) -> None:
         self.name = name
         self.runner = runner
         self.max_model_len = max_model_len
+        # Tokens per KV-cache block: the prefix cache reuses only whole blocks.
+        self.block_size = block_size
         self.work = EngineWork()
         self._llm = llm
         self._tokenizer = tokenizer
@@ -165,4 +173,5 @@ class EngineFactory:
         llm = AsyncLLM.from_engine_args(args)
         self.constructions += 1
         max_len = int(llm.model_config.max_model_len)
-        return Engine(name, model.runner, llm, llm.get_tokenizer(), max_len)
+        block_size = int(llm.vllm_config.cache_config.block_size or 16)
+        return Engine(name, model.runner, llm, llm.get_tokenizer(), max_len, block_size)

@@ -12,10 +12,10 @@ from capabilities.spec import CapabilitySpec
 from processors.base import Processor
 from processors.embedding_similarity import EmbeddingSimilarityProcessor
 from processors.engines import Engine, EngineFactory, EngineWork
-from processors.llm_choice import LLMChoiceProcessor
 from processors.model_store import resolve_model_path
+from processors.questions.processor import LLMQuestionProcessor
 from processors.rule import RuleProcessor
-from schemas.config import ModelConfig
+from schemas.config import ModelConfig, PromptingConfig
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,10 @@ class ProcessorPool:
         models: Mapping[str, ModelConfig],
         models_dir: Path,
         factory: EngineFactory | None = None,
+        prompting: PromptingConfig | None = None,
     ) -> None:
         self._models = dict(models)
+        self._prompting = prompting or PromptingConfig()
         self._models_dir = models_dir
         self.factory = factory or EngineFactory()
         self.engines: dict[str, Engine] = {}
@@ -83,12 +85,14 @@ class ProcessorPool:
             return self._rule
         if spec.model is None or spec.model not in self.engines:
             raise LookupError(f"capability '{spec.name}': model '{spec.model}' has no engine")
-        key = (spec.kind, spec.model)
+        # One question processor per engine answers every LLM question kind on it, so that
+        # all the questions about a text can share its prefill.
+        key = ("llm_question" if spec.is_question else spec.kind, spec.model)
         processor = self._processors.get(key)
         if processor is None:
             engine = self.engines[spec.model]
-            if spec.kind == "llm_choice":
-                processor = LLMChoiceProcessor(engine)
+            if spec.is_question:
+                processor = LLMQuestionProcessor(engine, self._prompting.max_tokens_in_flight)
             elif spec.kind == "embedding_similarity":
                 processor = EmbeddingSimilarityProcessor(engine)
             else:

@@ -6,7 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-CapabilityKind = Literal["llm_choice", "embedding_similarity", "rule"]
+CapabilityKind = Literal[
+    "llm_choice", "llm_multilabel", "llm_score", "embedding_similarity", "rule"
+]
+# The kinds that ask an LLM a question about a text, answered in one decode step.
+QUESTION_KINDS = ("llm_choice", "llm_multilabel", "llm_score")
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 
@@ -20,16 +24,30 @@ class LabelDefinition(_Strict):
     description: str | None = None
     # More texts that stand for the label (embedding_similarity scores the best match).
     examples: tuple[str, ...] = ()
+    # llm_multilabel: the yes/no question asked about the text for this label.
+    question: str | None = Field(default=None, min_length=1)
+    # llm_multilabel: the label is reported when P(yes) / (P(yes) + P(no)) reaches this.
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class PromptDefinition(_Strict):
-    # Jinja templates. `system` may use `labels` only, so that it is identical for every text
-    # and the engine's prefix cache reuses it. `user` must use `text`, and may use `labels`
-    # and `deps.<dependency>.label` / `.confidence`. A label prints as its name and has
-    # `.name` and `.description`.
-    system: str
-    user: str = "{{ text }}"
-    # Put after the assistant turn starts, so that the next token is the label.
+    """An LLM question. The text is always the user turn, on its own, so that every question
+    about a text can share its prefill; what differs per question comes after it.
+
+    Jinja templates; a label prints as its name and has `.name` and `.description`.
+    """
+
+    # What the model must know to answer: the question's whole system part in layout `own`,
+    # one section of its group's shared system part in layout `shared`. May use `labels` only,
+    # so that it is the same for every text and the engine's prefix cache reuses it.
+    instructions: str = Field(min_length=1)
+    # A short line after the text that names this question; may use `labels` and
+    # `deps.<dependency>` (`.label`, `.confidence`, `.score`, `.labels`): upstream results go
+    # here, after the text, so the question still shares the text's prefill.
+    cue: str = ""
+    # Written as the start of the answer, so that the next token is the label (llm_choice),
+    # yes/no (llm_multilabel) or a digit (llm_score: end it with a space, since the embedded
+    # tokenizer has no space-prefixed digits).
     answer_prefix: str = ""
 
 
@@ -71,8 +89,18 @@ class CapabilityDefinition(_Strict):
     description: str = ""
     model: str | None = None
     depends_on: tuple[str, ...] = ()
-    labels: tuple[LabelDefinition, ...] = Field(min_length=2)
+    # Every kind but llm_score needs labels: at least two (llm_multilabel: at least one).
+    labels: tuple[LabelDefinition, ...] = ()
     prompt: PromptDefinition | None = None
+    # LLM questions: `shared` puts the instructions of every `shared` question of the group
+    # into one system part before the text, so all of a text's questions share one prefill;
+    # `own` gives the question its own system part (its text is computed again).
+    layout: Literal["shared", "own"] = "shared"
+    # LLM questions: the questions that share a system part; default: one group per model.
+    group: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=64)
+    # llm_score: the answer scale: digits 0-9, or a 1-5 rubric; the score is the
+    # probability-weighted mean, mapped to [0, 1].
+    scale: Literal["0-9", "1-5"] = "0-9"
     rule: RuleDefinition | None = None
     # llm_choice: "auto" | "label_logprobs" | "top_logprobs" | "choice".
     scoring: Literal["auto", "label_logprobs", "top_logprobs", "choice"] = "auto"

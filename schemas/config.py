@@ -48,7 +48,7 @@ class PromptingConfig(_Strict):
     layout_override: Literal["own", "shared"] | None = None
     # Shared layout: pad the text so the part every question shares ends on a KV-cache block
     # boundary (vLLM caches only full blocks).
-    pad_to_block: bool = True
+    pad_to_block: bool = False
     # Shared layout: where a question's instructions go: all of the group's before the text
     # (cached once per group), or each question's own after the text (computed per question).
     instructions: Literal["before_text", "after_text"] = "before_text"

@@ -41,6 +41,14 @@ class RequestTimeoutError(Exception):
 WARMUP_TEXT = "capserve warm-up: is this text about anything at all?"
 
 
+def model_fingerprints(config: CapServeConfig) -> dict[str, str]:
+    """What of each model's configuration can change a capability's output."""
+    return {
+        name: f"{m.source}|{m.dtype}|block={m.block_size}|len={m.max_model_len}|{m.engine_args}"
+        for name, m in config.models.items()
+    }
+
+
 class Pool(ProcessorSource, Protocol):
     async def start(self) -> None: ...
 
@@ -76,11 +84,15 @@ class Runtime:
     def build(cls, config: CapServeConfig, pool: Pool | None = None) -> Runtime:
         """Loads and checks the capabilities; with no pool given, one with real vLLM engines."""
         runners = {name: model.runner for name, model in config.models.items()}
-        registry = CapabilityRegistry.from_directory(config.capabilities_dir, runners)
+        registry = CapabilityRegistry.from_directory(
+            config.capabilities_dir, runners, model_fingerprints(config), config.prompting
+        )
         if pool is None:
             assert config.models_dir is not None
             apply_engine_env(config.engine_env)
-            engine_pool = ProcessorPool(config.models, config.models_dir)
+            engine_pool = ProcessorPool(
+                config.models, config.models_dir, prompting=config.prompting
+            )
             engine_pool.check_models()  # a missing model is reported before anything starts
             pool = engine_pool
         return cls(config, registry, pool)

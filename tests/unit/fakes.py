@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from capabilities.results import normalise, result_from_probabilities
+from capabilities.results import CapabilityResult, normalise, result_from_probabilities
 from capabilities.spec import CapabilitySpec
 from processors.base import ItemFailure, ItemOutcome, Processor, ProcessorInput, WindowContext
 from processors.engines import EngineWork
@@ -28,6 +28,20 @@ def fake_probabilities(spec: CapabilitySpec, text: str) -> dict[str, float]:
         digest = hashlib.sha256(f"{spec.name}|{label}|{text}".encode()).digest()
         scores[label] = 1.0 + digest[0]
     return normalise(scores)
+
+
+def fake_result(spec: CapabilitySpec, text: str) -> CapabilityResult:
+    """A deterministic result of the spec's kind."""
+    digest = hashlib.sha256(f"{spec.name}|{text}".encode()).digest()
+    if spec.kind == "llm_score":
+        score = digest[0] / 255
+        return CapabilityResult(spec.name, spec.version, None, 1.0, {}, score=score)
+    if spec.kind == "llm_multilabel":
+        probabilities = {label: fake_probabilities(spec, text)[label] for label in spec.label_names}
+        passing = tuple(name for name, p in probabilities.items() if p >= 0.5)
+        top = passing[0] if passing else None
+        return CapabilityResult(spec.name, spec.version, top, 1.0, probabilities, labels=passing)
+    return result_from_probabilities(spec.name, spec.version, fake_probabilities(spec, text))
 
 
 @dataclass
@@ -66,11 +80,7 @@ class FakeProcessor:
         if spec.name in self.fail_on:
             raise RuntimeError("engine exploded while reading: SECRET PROMPT TEXT")
         return [
-            ItemFailure("RuntimeError")
-            if i.text in self.fail_texts
-            else result_from_probabilities(
-                spec.name, spec.version, fake_probabilities(spec, i.text)
-            )
+            ItemFailure("RuntimeError") if i.text in self.fail_texts else fake_result(spec, i.text)
             for i in inputs
         ]
 

@@ -192,7 +192,15 @@ def test_lifespan_starts_warms_up_and_stops_the_pool(shipped_registry: Capabilit
     with make_client(shipped_registry, pool) as c:
         assert pool.started == 1 and pool.stopped == 0
         warmed = {call.capability for call in pool.processor.calls}
-        assert warmed == {"sentiment", "topic", "task_type", "complexity"}
+        assert warmed == {
+            "sentiment",
+            "topic",
+            "task_type",
+            "complexity",
+            "safety",
+            "reasoning",
+            "creativity",
+        }
         assert c.get("/stats").json()["requests"] == 0  # the warm-up is not traffic
     assert pool.stopped == 1
 

@@ -12,8 +12,8 @@ from capabilities.registry import CapabilityRegistry
 from capabilities.results import CapabilityResult
 from capabilities.rules import evaluate_rule
 from processors.base import WindowContext
-from processors.llm_choice import label_first_tokens
 from processors.model_store import ModelNotReadyError, resolve_model_path
+from processors.questions.answers import first_tokens
 
 
 class WordTokenizer:
@@ -25,9 +25,9 @@ class WordTokenizer:
 
 
 def test_label_tokens_drop_first_tokens_that_labels_share():
-    tokens = label_first_tokens(WordTokenizer(), ["positive", "negative", "posh"])
+    tokens = first_tokens(WordTokenizer(), ["positive", "negative", "posh"])
     assert tokens["negative"]
-    assert tokens["positive"] == set() and tokens["posh"] == set()
+    assert tokens["positive"] == frozenset() and tokens["posh"] == frozenset()
 
 
 def dep(name: str, label: str, confidence: float) -> CapabilityResult:
