@@ -33,6 +33,22 @@ def label_prototypes(spec: CapabilitySpec) -> list[tuple[str, str]]:
     return pairs
 
 
+def similarity_probabilities(
+    spec: CapabilitySpec, owners: list[str], similarities: np.ndarray
+) -> np.ndarray:
+    """Softmax over each label's best-matching prototype, one row per text."""
+    names = list(spec.label_names)
+    best = np.full((similarities.shape[0], len(names)), -1.0, dtype=np.float32)
+    for column, owner in enumerate(owners):
+        index = names.index(owner)
+        best[:, index] = np.maximum(best[:, index], similarities[:, column])
+    logits = best / spec.definition.temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    weights = np.exp(logits)
+    probabilities: np.ndarray = weights / weights.sum(axis=1, keepdims=True)
+    return probabilities
+
+
 class EmbeddingSimilarityProcessor:
     kind = "embedding_similarity"
 
@@ -64,21 +80,6 @@ class EmbeddingSimilarityProcessor:
 
         return await self._label_vectors.get(spec, build)
 
-    def _probabilities(
-        self, spec: CapabilitySpec, owners: list[str], similarities: np.ndarray
-    ) -> np.ndarray:
-        """Softmax over each label's best-matching prototype, one row per text."""
-        names = list(spec.label_names)
-        best = np.full((similarities.shape[0], len(names)), -1.0, dtype=np.float32)
-        for column, owner in enumerate(owners):
-            index = names.index(owner)
-            best[:, index] = np.maximum(best[:, index], similarities[:, column])
-        logits = best / spec.definition.temperature
-        logits -= logits.max(axis=1, keepdims=True)
-        weights = np.exp(logits)
-        probabilities: np.ndarray = weights / weights.sum(axis=1, keepdims=True)
-        return probabilities
-
     async def run(
         self, spec: CapabilitySpec, inputs: Sequence[ProcessorInput], context: WindowContext
     ) -> list[ItemOutcome]:
@@ -90,7 +91,7 @@ class EmbeddingSimilarityProcessor:
         rows: Iterator[tuple[np.ndarray, np.ndarray]] = iter(())
         if ok:
             similarities = np.stack(ok) @ prototypes.T  # (texts, prototypes)
-            probabilities = self._probabilities(spec, owners, similarities)
+            probabilities = similarity_probabilities(spec, owners, similarities)
             rows = iter(zip(probabilities, similarities, strict=True))
         outcomes: list[ItemOutcome] = []
         for vector in vectors:

@@ -133,9 +133,14 @@ def build_layout(
         head, tail, name = "", "", "shared"
     prefix_ids = tuple(encode(tokenizer, parts.head + system + parts.system_to_user))
     glue_ids = tuple(encode(tokenizer, glue))
-    reserve = QUESTION_RESERVE + answer_tokens + len(encode(tokenizer, tail + answer_prefix))
-    if group is not None:
-        reserve += block_size + _longest_instructions(tokenizer, group, after_text)
+    if group is None:
+        reserve = QUESTION_RESERVE + answer_tokens + len(encode(tokenizer, tail + answer_prefix))
+    else:
+        # One reserve for every question of the group, so the text is cut the same way for
+        # all of them and they keep sharing it; a question that overflows it fails alone.
+        reserve = (
+            QUESTION_RESERVE + block_size + _longest_instructions(tokenizer, group, after_text)
+        )
     padded = group is not None and group.pad_to_block
     return QuestionLayout(
         name=name,
