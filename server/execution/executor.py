@@ -160,8 +160,12 @@ class PlanExecutor:
             # Engine messages may quote the prompt: only the exception type leaves this place.
             reason = type(exc).__name__
             for step, ready, _ in work:
-                log.error("capability '%s' failed on all %d inputs: %s", step.capability,
-                          len(ready), reason)  # fmt: skip
+                log.error(
+                    "capability '%s' failed on all %d inputs: %s",
+                    step.capability,
+                    len(ready),
+                    reason,
+                )
                 outcome.failures[step.capability].update({tid: reason for tid in ready})
             return
         finally:

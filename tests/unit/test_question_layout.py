@@ -123,8 +123,10 @@ def test_a_long_text_is_cut_once_for_the_whole_group(tokenizer: Any):
     ]
     first = cut[0][0]
     shared = min(common_prefix(first, p[0]) for p in cut[1:])
-    layouts = {build_layout(tokenizer, reg.get(n), 2048, BLOCK, 1).text_budget for n in
-               ("sentiment", "reasoning", "safety", "creativity", "complexity")}  # fmt: skip
+    layouts = {
+        build_layout(tokenizer, reg.get(n), 2048, BLOCK, 1).text_budget
+        for n in ("sentiment", "reasoning", "safety", "creativity", "complexity")
+    }
     assert len(layouts) == 1  # one budget for the group: the text is cut the same way
     assert all(len(p[0]) <= 2048 - 1 for p in cut)
     assert shared > 1000  # the cut text is still shared
@@ -143,8 +145,10 @@ def test_readers(tokenizer: Any):
     reg = registry()
     score_spec = reg.get("reasoning")
     digits = answer_tokens(tokenizer, score_spec)
-    step = {next(iter(digits.by_answer["3"])): math.log(0.5),
-            next(iter(digits.by_answer["7"])): math.log(0.5)}  # fmt: skip
+    step = {
+        next(iter(digits.by_answer["3"])): math.log(0.5),
+        next(iter(digits.by_answer["7"])): math.log(0.5),
+    }
     result = read_score(score_spec, digits, step)
     assert result.score == pytest.approx(5 / 9) and result.label is None
     safety = reg.get("safety")
