@@ -67,6 +67,12 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def _bench_layouts(args: argparse.Namespace) -> int:
+    from bench.layouts import run_layout_bench
+
+    return run_layout_bench(args)
+
+
 def _bench_scoring(args: argparse.Namespace) -> int:
     from bench.scoring import run_scoring_bench
 
@@ -101,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_arguments(bench)
     bench.set_defaults(run=_bench)
+
+    layouts = sub.add_parser("bench-layouts", help="the LLM question layouts side by side")
+    with_config(layouts)
+    from bench.layouts import add_layout_arguments
+
+    add_layout_arguments(layouts)
+    layouts.set_defaults(run=_bench_layouts)
 
     scoring = sub.add_parser("bench-scoring", help="time the llm_choice scoring methods")
     with_config(scoring)
