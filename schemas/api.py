@@ -56,14 +56,16 @@ class ClassifyResponse(BaseModel):
     request_id: str
     latency_ms: float
     results: list[TextResultBody]
-    window: WindowBody
+    window: WindowBody | None = Field(description="null when the result cache answered.")
+    cached: bool = Field(default=False, description="Every result came from the result cache.")
 
 
 class SingleClassifyResponse(BaseModel):
     request_id: str
     latency_ms: float
     results: dict[str, CapabilityResultBody]
-    window: WindowBody
+    window: WindowBody | None = Field(description="null when the result cache answered.")
+    cached: bool = Field(default=False, description="Every result came from the result cache.")
 
 
 class LabelBody(BaseModel):

@@ -29,6 +29,9 @@ class BatchingConfig(_Strict):
     max_texts_per_window: int = Field(default=512, ge=1)
     # Lets a request pick its mode with the X-Capserve-Batching header (side-by-side benchmarks).
     allow_mode_header: bool = False
+    # Merge identical texts across and within a window's requests (computed once). false: every
+    # occurrence is computed on its own (the ablation baseline).
+    dedup: bool = True
 
 
 class LimitsConfig(_Strict):
@@ -56,6 +59,29 @@ class PromptingConfig(_Strict):
     # are sent in chunks that fit the KV cache, so a text's blocks are still cached when its
     # next question runs (about 46k tokens fit in 2 GiB at fp32 for the embedded LLM).
     max_tokens_in_flight: int = Field(default=16384, ge=256)
+
+
+class CacheConfig(_Strict):
+    """The result cache: L1 in process, L2 in Redis (optional, shared by replicas)."""
+
+    enabled: bool = True
+    # L1: the most (capability, text) results kept in process (least recently used go first).
+    max_entries: int = Field(default=50_000, ge=1)
+    # How long a result stays cached, in both levels.
+    ttl_s: float = Field(default=3600.0, gt=0)
+    # L2: e.g. redis://127.0.0.1:6379/0 (a password may be in the URL). null: L1 only.
+    redis_url: str | None = None
+    # The environment variable that holds the Redis password, when the URL has none.
+    redis_password_env: str = "CAPSERVE_REDIS_PASSWORD"
+    # Socket timeout of every Redis call: a dead Redis never stalls a request for longer.
+    redis_timeout_s: float = Field(default=0.25, gt=0)
+    # After a Redis error, L2 is skipped for this long, then tried again.
+    redis_retry_after_s: float = Field(default=5.0, gt=0)
+    # The environment variable that holds the secret the text hashes are keyed with. Unset: a
+    # random secret per process (replicas then cannot share L2 results).
+    secret_env: str = "CAPSERVE_CACHE_SECRET"
+    # Capabilities never cached.
+    exclude: list[str] = Field(default_factory=list)
 
 
 class ModelConfig(_Strict):
@@ -88,6 +114,7 @@ class CapServeConfig(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     engine_env: EngineEnvConfig = Field(default_factory=EngineEnvConfig)
     prompting: PromptingConfig = Field(default_factory=PromptingConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     # Folder of capability YAML files; relative paths are relative to the config file.
     capabilities_dir: Path = Path("capabilities")
     # Where prepared embedded models are kept; default: $XDG_CACHE_HOME/capserve/models.

@@ -21,6 +21,7 @@ from processors.engines import EngineWork, apply_engine_env
 from processors.pool import ProcessorPool
 from schemas.config import CapServeConfig
 from server.batching.dispatch import BatchedDispatcher, Dispatcher, NaiveDispatcher
+from server.caching.factory import build_result_lookup
 from server.execution.executor import PlanExecutor, ProcessorSource
 from server.execution.pipeline import (
     CapabilityFailedError,
@@ -67,9 +68,14 @@ class Runtime:
         self.config = config
         self.registry = registry
         self.pool = pool
-        self.stats = ServerStats()
+        self.cache = build_result_lookup(config.cache, registry)
+        self.stats = ServerStats(cache=self.cache)
         self.pipeline = ClassificationPipeline(
-            registry, PlanExecutor(registry, pool), observers=[self.stats]
+            registry,
+            PlanExecutor(registry, pool),
+            observers=[self.stats],
+            cache=self.cache,
+            dedup=config.batching.dedup,
         )
         batching = config.batching
         self.dispatchers: dict[str, Dispatcher] = {
@@ -128,6 +134,8 @@ class Runtime:
         for dispatcher in self.dispatchers.values():
             await dispatcher.close(grace)
         await asyncio.to_thread(self.pool.stop)  # engine shutdown blocks
+        if self.cache is not None:
+            await self.cache.close()
 
     def dispatcher(self, mode: str | None = None) -> Dispatcher:
         return self.dispatchers[mode or self.config.batching.mode]
@@ -152,7 +160,7 @@ class Runtime:
         timeout = self.config.limits.request_timeout_s
         ok = False
         try:
-            result = await asyncio.wait_for(self.dispatcher(mode).submit(job), timeout)
+            result = await asyncio.wait_for(self._answer(job, mode), timeout)
             ok = True
             return result
         except TimeoutError:
@@ -163,3 +171,11 @@ class Runtime:
             raise
         finally:
             self.stats.record_request((time.monotonic() - job.submitted_at) * 1000, ok)
+
+    async def _answer(self, job: ClassifyJob, mode: str | None) -> JobResult:
+        """From the result cache at once when it holds every result, else through a window."""
+        arrival = await self.pipeline.on_arrival(job)
+        if arrival.result is not None:
+            self.stats.record_cache_answer(arrival.executions_saved)
+            return arrival.result
+        return await self.dispatcher(mode).submit(arrival.job)

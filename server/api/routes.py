@@ -60,8 +60,8 @@ def _result_body(result: CapabilityResult) -> CapabilityResultBody:
     )
 
 
-def _window_body(job: JobResult) -> WindowBody:
-    return WindowBody(**vars(job.window))
+def _window_body(job: JobResult) -> WindowBody | None:
+    return None if job.window is None else WindowBody(**vars(job.window))
 
 
 async def _classify(
@@ -94,7 +94,11 @@ async def classify(
         for i, per in enumerate(job.per_text)
     ]
     return ClassifyResponse(
-        request_id=request_id, latency_ms=latency, results=results, window=_window_body(job)
+        request_id=request_id,
+        latency_ms=latency,
+        results=results,
+        window=_window_body(job),
+        cached=job.from_cache,
     )
 
 
@@ -109,7 +113,11 @@ async def classify_single(
     )
     results = {n: _result_body(r) for n, r in job.per_text[0].items()}
     return SingleClassifyResponse(
-        request_id=request_id, latency_ms=latency, results=results, window=_window_body(job)
+        request_id=request_id,
+        latency_ms=latency,
+        results=results,
+        window=_window_body(job),
+        cached=job.from_cache,
     )
 
 

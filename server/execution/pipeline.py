@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from capabilities.plan import BatchPlan, WorkItem, build_plan
+from capabilities.plan import BatchPlan, KnownResults, PlannedRequest, WorkItem, build_plan
 from capabilities.registry import CapabilityRegistry
 from capabilities.results import CapabilityResult
+from server.caching.lookup import Pair, ResultLookup
 from server.execution.executor import PlanExecutor, WindowOutcome
 from server.execution.observers import WindowObserver, WindowReport
 
@@ -22,6 +23,8 @@ class ClassifyJob:
     capabilities: tuple[str, ...]
     include_dependencies: bool = False
     submitted_at: float = field(default_factory=time.monotonic)
+    # Results the cache already gave on arrival, by (capability, text): not looked up again.
+    known: KnownResults = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,22 @@ class WindowInfo:
 class JobResult:
     # One mapping per input text, in input order: capability name -> result.
     per_text: list[dict[str, CapabilityResult]]
-    window: WindowInfo
+    # The window that served the request; None when the cache answered it on arrival.
+    window: WindowInfo | None
+    # Every result came from the result cache, and no window ran for the request.
+    from_cache: bool = False
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """What the result cache knew when a request arrived."""
+
+    # The request, carrying the results found (its window does not look them up again).
+    job: ClassifyJob
+    # The whole answer, when every result the request asked for was cached.
+    result: JobResult | None = None
+    # (capability, unique text) executions the cached answer spared.
+    executions_saved: int = 0
 
 
 class CapabilityFailedError(Exception):
@@ -61,17 +79,87 @@ class ClassificationPipeline:
         registry: CapabilityRegistry,
         executor: PlanExecutor,
         observers: Sequence[WindowObserver] = (),
+        cache: ResultLookup | None = None,
+        dedup: bool = True,
     ) -> None:
         self.registry = registry
         self.executor = executor
         self.observers = list(observers)
+        self.cache = cache
+        self.dedup = dedup
+
+    def _returned(self, job: ClassifyJob) -> tuple[str, ...]:
+        if job.include_dependencies:
+            return tuple(self.registry.resolve(job.capabilities))
+        return job.capabilities
+
+    async def on_arrival(self, job: ClassifyJob) -> Arrival:
+        """Looks up every result the request must return; answers it when all are cached."""
+        if self.cache is None:
+            return Arrival(job)
+        returned = self._returned(job)
+        unique = dict.fromkeys(job.texts)
+        found = await self.cache.find((name, text) for text in unique for name in returned)
+        if len(found) < len(unique) * len(returned):
+            return Arrival(replace(job, known=found))
+        per_text = [{name: found[(name, text)] for name in returned} for text in job.texts]
+        closure = self.registry.resolve(job.capabilities)
+        return Arrival(job, JobResult(per_text, None, True), len(closure) * len(unique))
+
+    async def _known_results(
+        self, jobs: Sequence[ClassifyJob], items: Sequence[WorkItem]
+    ) -> dict[Pair, CapabilityResult]:
+        """Cached results for what the window must return; for each miss, its dependencies are
+        looked up in turn, so a cached dependency is never recomputed."""
+        known: dict[Pair, CapabilityResult] = {}
+        if self.cache is None:
+            return known
+        for job in jobs:
+            known.update(job.known)
+        seen = set(known)
+        frontier = {
+            (name, text)
+            for job in jobs
+            for name in self._returned(job)
+            for text in job.texts
+            if (name, text) not in seen
+        }
+        while frontier:
+            seen |= frontier
+            found = await self.cache.find(frontier)
+            known.update(found)
+            frontier = {
+                (dep, text)
+                for name, text in frontier
+                if (name, text) not in found
+                for dep in self.registry.get(name).depends_on
+                if (dep, text) not in seen
+            }
+        return known
+
+    async def _store_fresh(self, plan: BatchPlan, outcome: WindowOutcome) -> None:
+        """Caches the results the window computed (never its failures)."""
+        if self.cache is None:
+            return
+        fresh = {
+            (step.capability, plan.texts[tid]): results[tid]
+            for step in plan.steps
+            if self.cache.cacheable(step.capability)
+            for results in [outcome.results.get(step.capability, {})]
+            for tid in step.text_ids
+            if tid in results
+        }
+        await self.cache.store(fresh)
 
     async def run_window(
         self, jobs: Sequence[ClassifyJob], mode: str
     ) -> list[JobResult | BaseException]:
         started = time.monotonic()
-        plan = build_plan(self.registry, [WorkItem(j.texts, j.capabilities) for j in jobs])
-        outcome = await self.executor.run(plan)
+        items = [WorkItem(j.texts, j.capabilities, j.include_dependencies) for j in jobs]
+        known = await self._known_results(jobs, items)
+        plan = build_plan(self.registry, items, known, self.dedup)
+        outcome = await self.executor.run(plan, plan.known)
+        await self._store_fresh(plan, outcome)
         report = WindowReport(
             plan, outcome, mode, [(started - job.submitted_at) * 1000 for job in jobs]
         )
@@ -86,20 +174,33 @@ class ClassificationPipeline:
             capability_executions=plan.capability_executions,
             naive_equivalent_executions=plan.naive_equivalent_executions,
         )
-        return [self._split(plan, outcome, i, job, info) for i, job in enumerate(jobs)]
+        return [self._split(plan, outcome, i, info) for i in range(len(jobs))]
 
-    @staticmethod
     def _split(
-        plan: BatchPlan, outcome: WindowOutcome, index: int, job: ClassifyJob, info: WindowInfo
+        self, plan: BatchPlan, outcome: WindowOutcome, index: int, info: WindowInfo
     ) -> JobResult | BaseException:
         planned = plan.requests[index]
         for position, tid in enumerate(planned.text_ids):
+            needed = self._needed(plan, planned, tid)
             for name in planned.closure:
-                reason = outcome.failures[name].get(tid)
+                reason = outcome.failures.get(name, {}).get(tid) if name in needed else None
                 if reason is not None:
                     return CapabilityFailedError(name, position, reason)
-        shown = planned.closure if job.include_dependencies else planned.requested
         per_text = [
-            {name: outcome.results[name][tid] for name in shown} for tid in planned.text_ids
+            {name: outcome.results[name][tid] for name in planned.returned}
+            for tid in planned.text_ids
         ]
         return JobResult(per_text=per_text, window=info)
+
+    def _needed(self, plan: BatchPlan, planned: PlannedRequest, tid: int) -> set[str]:
+        """What the request needed for one text: what it returns, and the dependencies of
+        every result among those that was not known."""
+        needed: set[str] = set()
+        stack = list(planned.returned)
+        while stack:
+            name = stack.pop()
+            if name not in needed:
+                needed.add(name)
+                if not plan.is_known(name, tid):
+                    stack.extend(self.registry.get(name).depends_on)
+        return needed

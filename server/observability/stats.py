@@ -6,7 +6,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from server.execution.observers import WindowReport
 
@@ -34,6 +34,10 @@ class LatencySamples:
         return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99)}
 
 
+class CacheCounters(Protocol):
+    def snapshot(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class CapabilityCounters:
     executions: int = 0
@@ -43,7 +47,12 @@ class CapabilityCounters:
 
 
 class ServerStats:
-    def __init__(self) -> None:
+    def __init__(self, cache: CacheCounters | None = None) -> None:
+        self.cache = cache
+        # Requests the result cache answered on arrival, and the (capability, unique text)
+        # executions cached results spared, on arrival and inside windows.
+        self.cache_answers = 0
+        self.cache_saved_executions = 0
         self.started_at = time.time()
         self.requests = 0
         self.failed_requests = 0
@@ -71,6 +80,11 @@ class ServerStats:
         for name in report.outcome.failed_capabilities():
             self.capabilities.setdefault(name, CapabilityCounters()).errors += 1
         self.queue_wait.extend(report.queue_waits_ms)
+        self.cache_saved_executions += plan.text_executions_saved
+
+    def record_cache_answer(self, executions_saved: int) -> None:
+        self.cache_answers += 1
+        self.cache_saved_executions += executions_saved
 
     def record_request(self, latency_ms: float, ok: bool) -> None:
         self.requests += 1
@@ -108,4 +122,15 @@ class ServerStats:
                 }
                 for name, c in sorted(self.capabilities.items())
             },
+            "cache": self._cache_snapshot(),
+        }
+
+    def _cache_snapshot(self) -> dict[str, Any]:
+        if self.cache is None:
+            return {"enabled": False}
+        return {
+            "enabled": True,
+            "answered_on_arrival": self.cache_answers,
+            "executions_saved": self.cache_saved_executions,
+            **self.cache.snapshot(),
         }

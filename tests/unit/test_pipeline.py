@@ -57,9 +57,11 @@ async def test_each_capability_runs_once_over_unique_texts(shipped_registry: Cap
     assert len(topic_calls) == 1 and sorted(topic_calls[0].texts) == ["x", "y", "z"]
     sentiment_calls = pool.executions("sentiment")
     assert len(sentiment_calls) == 1 and sorted(sentiment_calls[0].texts) == ["x", "y", "z"]
-    assert {r.window.id for r in results} == {results[0].window.id}
-    assert results[0].window.requests == 3
-    assert results[0].window.unique_texts == 3 and results[0].window.texts == 6
+    window = results[0].window
+    assert window is not None
+    assert {r.window.id for r in results if r.window} == {window.id}
+    assert window.requests == 3
+    assert window.unique_texts == 3 and window.texts == 6
 
 
 async def test_results_are_split_back_per_request_in_input_order(
@@ -188,5 +190,5 @@ async def test_closing_naive_mode_waits_for_running_requests(shipped_registry: C
     await runtime.dispatcher().close()
     assert pool.processor.running == 0  # close() returned only after the work finished
     assert (await running).per_text[0]["sentiment"].label
-    with pytest.raises(BatcherClosedError):
-        await runtime.classify(["t"], ["sentiment"])
+    with pytest.raises(BatcherClosedError):  # a text the result cache cannot answer
+        await runtime.classify(["t2"], ["sentiment"])
