@@ -13,7 +13,7 @@ CAPSERVE_TARGET ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu
 
 read_tool = $(shell $(PYTHON) -c "import tomllib;print(' '.join(tomllib.load(open('pyproject.toml','rb'))['tool']['capserve']['$(1)']))")
 
-.PHONY: setup models serve test unit integration lint bench clean
+.PHONY: setup models serve test unit integration lint bench clean test-services
 
 setup: $(STAMP) models
 
@@ -36,13 +36,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) test-services
 	$(BIN)/python -m pytest tests/unit
 
-integration: setup
+# Servers the tests start themselves (Redis for the result cache's L2).
+test-services:
+	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+
+integration: setup test-services
 	$(BIN)/python -m pytest tests/integration
 
-test: setup lint
+test: setup lint test-services
 	$(BIN)/python -m pytest
 
 bench: setup
