@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.redis_server import RedisServer, running_redis
+
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 900
 
@@ -41,10 +43,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def redis_l2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The live server's result cache L2: a real redis-server with a password."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as redis:
+        yield redis
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, redis_l2: RedisServer) -> Iterator[LiveServer]:
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    env = dict(os.environ, CAPSERVE__BATCHING__ALLOW_MODE_HEADER="true")
+    env = dict(
+        os.environ,
+        CAPSERVE__BATCHING__ALLOW_MODE_HEADER="true",
+        CAPSERVE__CACHE__REDIS_URL=redis_l2.url,
+        CAPSERVE__CACHE__REDIS_RETRY_AFTER_S="1",
+        CAPSERVE_REDIS_PASSWORD=redis_l2.password,
+        CAPSERVE_CACHE_SECRET="integration-test-secret",
+    )
     capserve = Path(sys.executable).parent / "capserve"  # the installed console script
     cmd = [
         str(capserve),

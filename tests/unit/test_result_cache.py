@@ -7,10 +7,12 @@ import dataclasses
 from typing import Any, Literal
 
 import pytest
+from fastapi.testclient import TestClient
 
 from capabilities.registry import CapabilityRegistry
 from capabilities.results import CapabilityResult
 from schemas.config import BatchingConfig, CacheConfig, CapServeConfig, ModelConfig
+from server.api.app import create_app
 from server.caching.codec import UnreadableValueError, decode_result, encode_result
 from server.caching.factory import build_result_lookup
 from server.caching.keys import CacheKeys
@@ -269,3 +271,20 @@ async def test_without_dedup_each_occurrence_is_computed(shipped_registry: Capab
     assert texts_of(pool, "sentiment") == ["x", "x", "x"]
     assert first.window is not None and first.window.unique_texts == 3
     assert first.per_text[0] == first.per_text[1] == second.per_text[0]
+
+
+def test_the_api_marks_an_answer_from_the_cache(shipped_registry: CapabilityRegistry):
+    pool = FakePool()
+    with TestClient(create_app(runtime_for(shipped_registry, pool))) as client:
+        body = {"texts": ["a"], "capabilities": ["topic"]}
+        first = client.post("/classify", json=body).json()
+        calls = len(pool.processor.calls)  # the warm-up's and the first request's
+        second = client.post("/classify", json=body).json()
+        single = client.post("/classify/single", json={"text": "a", "capabilities": ["topic"]})
+        stats = client.get("/stats").json()
+    assert first["cached"] is False and first["window"]["requests"] == 1
+    assert second["cached"] is True and second["window"] is None
+    assert second["results"] == first["results"]
+    assert single.json()["cached"] is True and single.json()["window"] is None
+    assert len(pool.processor.calls) == calls
+    assert stats["cache"]["answered_on_arrival"] == 2 and stats["cache"]["enabled"] is True
