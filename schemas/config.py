@@ -25,8 +25,14 @@ class BatchingConfig(_Strict):
     # "batched": merge concurrent requests per window and run each capability once per window.
     # "naive": run every request's capabilities on their own as soon as it arrives (the baseline).
     mode: Literal["batched", "naive"] = "batched"
-    window_ms: float = Field(default=100.0, gt=0, le=10_000)
+    # The longest a window gathers, from its first request; 0: no gathering at all.
+    window_ms: float = Field(default=100.0, ge=0, le=10_000)
     max_texts_per_window: int = Field(default=512, ge=1)
+    # true: at most max_concurrent_windows windows run at once; while fewer run, a request starts
+    # at once, and while that many run, the next window gathers (up to window_ms and
+    # max_texts_per_window) until one finishes. false: fixed windows of window_ms, unbounded.
+    adaptive: bool = True
+    max_concurrent_windows: int = Field(default=2, ge=1)
     # Lets a request pick its mode with the X-Capserve-Batching header (side-by-side benchmarks).
     allow_mode_header: bool = False
     # Merge identical texts across and within a window's requests (computed once). false: every

@@ -80,7 +80,10 @@ class Runtime:
         batching = config.batching
         self.dispatchers: dict[str, Dispatcher] = {
             "batched": BatchedDispatcher(
-                self.pipeline, batching.window_ms / 1000.0, batching.max_texts_per_window
+                self.pipeline,
+                batching.window_ms / 1000.0,
+                batching.max_texts_per_window,
+                batching.max_concurrent_windows if batching.adaptive else None,
             ),
             "naive": NaiveDispatcher(self.pipeline),
         }

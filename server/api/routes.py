@@ -154,6 +154,7 @@ async def stats(request: Request) -> dict[str, Any]:
     runtime = _runtime(request)
     snapshot = runtime.stats.snapshot()
     snapshot["batching"] = runtime.config.batching.model_dump()
+    snapshot["batching"]["state"] = {m: vars(d.state()) for m, d in runtime.dispatchers.items()}
     snapshot["engines"] = {
         "constructions": runtime.pool.engine_constructions,
         "work": {name: vars(work) for name, work in runtime.pool.work().items()},

@@ -11,7 +11,12 @@ import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
-from server.batching.batcher import BatcherClosedError, RequestBatcher, finish_or_cancel
+from server.batching.batcher import (
+    BatcherClosedError,
+    BatcherState,
+    RequestBatcher,
+    finish_or_cancel,
+)
 from server.execution.pipeline import ClassificationPipeline, ClassifyJob, JobResult
 
 
@@ -22,22 +27,38 @@ class Dispatcher(Protocol):
 
     async def close(self, grace_seconds: float | None = None) -> None: ...
 
+    def state(self) -> BatcherState: ...
+
 
 class BatchedDispatcher:
     mode = "batched"
 
     def __init__(
-        self, pipeline: ClassificationPipeline, window_seconds: float, max_texts: int
+        self,
+        pipeline: ClassificationPipeline,
+        window_seconds: float,
+        max_texts: int,
+        max_running: int | None = None,
     ) -> None:
+        """`max_running`: at most this many windows at once, with adaptive windows (see
+        RequestBatcher); None: fixed windows of `window_seconds`, unbounded in number."""
+
         async def handle(jobs: Sequence[ClassifyJob]) -> list[JobResult | BaseException]:
             return await pipeline.run_window(jobs, self.mode)
 
         self.batcher: RequestBatcher[ClassifyJob, JobResult] = RequestBatcher(
-            handle, window_seconds, max_texts, size_of=lambda job: len(job.texts)
+            handle,
+            window_seconds,
+            max_texts,
+            size_of=lambda job: len(job.texts),
+            max_running=max_running,
         )
 
     async def submit(self, job: ClassifyJob) -> JobResult:
         return await self.batcher.submit(job)
+
+    def state(self) -> BatcherState:
+        return self.batcher.state()
 
     async def close(self, grace_seconds: float | None = None) -> None:
         await self.batcher.close(grace_seconds)
@@ -50,11 +71,13 @@ class NaiveDispatcher:
         self.pipeline = pipeline
         self._running: set[asyncio.Task[list[JobResult | BaseException]]] = set()
         self._closed = False
+        self._dispatched = 0
 
     async def submit(self, job: ClassifyJob) -> JobResult:
         if self._closed:
             raise BatcherClosedError("the server is shutting down")
         task = asyncio.ensure_future(self.pipeline.run_window([job], self.mode))
+        self._dispatched += 1
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         try:
@@ -69,6 +92,10 @@ class NaiveDispatcher:
         if isinstance(result, BaseException):
             raise result
         return result
+
+    def state(self) -> BatcherState:
+        """Every request is a window of its own, started at once: none waits or gathers."""
+        return BatcherState(len(self._running), 0, 0, self._dispatched)
 
     async def close(self, grace_seconds: float | None = None) -> None:
         """Refuses new requests, and waits for the running ones up to `grace_seconds`."""

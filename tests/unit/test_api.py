@@ -184,6 +184,14 @@ def test_capabilities_health_and_stats(client: TestClient):
     stats = client.get("/stats").json()
     assert stats["requests"] == 1 and stats["texts"] == 2 and stats["unique_texts"] == 1
     assert stats["batching"]["mode"] == "batched"
+    assert stats["batching"]["adaptive"] is True
+    assert stats["batching"]["state"]["batched"] == {
+        "windows_running": 0,
+        "windows_waiting": 0,
+        "requests_gathering": 0,
+        "windows_dispatched": 1,
+    }
+    assert stats["batching"]["state"]["naive"]["windows_dispatched"] == 0
     assert stats["engines"]["constructions"] == 0
 
 
