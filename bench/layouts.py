@@ -22,6 +22,7 @@ from typing import Any
 
 from bench.run import write_result
 from capabilities.results import CapabilityResult
+from schemas.config import CapServeConfig
 from server.runtime import Runtime
 from server.settings import load_config
 
@@ -74,10 +75,8 @@ def agrees(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-async def _run_variant(
-    args: argparse.Namespace, name: str, texts: list[list[str]]
-) -> dict[str, Any]:
-    config = load_config(args.config)
+async def _run_variant(base: CapServeConfig, name: str, texts: list[list[str]]) -> dict[str, Any]:
+    config = base.model_copy(deep=True)
     config.server.warmup = False
     for key, value in VARIANTS[name].items():
         setattr(config.prompting, key, value)
@@ -155,7 +154,8 @@ def format_report(result: dict[str, Any]) -> str:
 async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     texts = [[ticket(rng, r * 1000 + i) for i in range(args.texts)] for r in range(args.rounds)]
-    variants = [await _run_variant(args, name, texts) for name in args.variants]
+    config = load_config(args.config)
+    variants = [await _run_variant(config, name, texts) for name in args.variants]
     by_name = {v["variant"]: v for v in variants}
     pairs = {}
     if "shared" in by_name and "shared-padded" in by_name:

@@ -84,3 +84,12 @@ def test_questions_asked_together_share_the_text_once(client: httpx.Client):
     text_tokens = prompt_tokens / prompts  # about system part + text + cue, per prompt
     # Five prompts of several hundred tokens each, yet the text is computed about once.
     assert computed < text_tokens, (computed, prompt_tokens)
+
+
+def test_a_cached_answer_is_the_computed_one(client: httpx.Client):
+    text = "Our CI pipeline fails only on Tuesdays; explain how to find out why. (cache check)"
+    caps = ["sentiment", "safety", "reasoning", "complexity"]
+    computed = classify(client, [text], caps)
+    cached = classify(client, [text], caps)
+    assert computed["cached"] is False and cached["cached"] is True
+    assert cached["results"] == computed["results"]
