@@ -79,6 +79,12 @@ def _bench_scoring(args: argparse.Namespace) -> int:
     return run_scoring_bench(args)
 
 
+def _bench_window(args: argparse.Namespace) -> int:
+    from bench.window import run_window_bench
+
+    return run_window_bench(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_scoring_arguments(scoring)
     scoring.set_defaults(run=_bench_scoring)
+
+    window = sub.add_parser("bench-window", help="the adaptive window at idle and saturated")
+    with_config(window)
+    from bench.window import add_window_arguments
+
+    add_window_arguments(window)
+    window.set_defaults(run=_bench_window)
     return parser
 
 
