@@ -277,7 +277,7 @@ async def test_window_zero_gathers_nothing():
 
 async def test_fixed_windows_wait_for_their_time_and_are_not_bounded_in_number():
     handler = Gated()
-    batcher: RequestBatcher[int, int] = RequestBatcher(handler, window_seconds=0.02)
+    batcher: RequestBatcher[int, int] = RequestBatcher(handler, window_seconds=0.2)
     first = asyncio.create_task(batcher.submit(0))
     await settle()
     assert handler.windows == []  # unlike the adaptive window, it gathers even at idle
