@@ -1,4 +1,4 @@
-"""The `capserve` command: serve, prepare-models, bench."""
+"""The `capserve` command: serve, prepare-models, bench, eval."""
 
 from __future__ import annotations
 
@@ -85,6 +85,12 @@ def _bench_window(args: argparse.Namespace) -> int:
     return run_window_bench(args)
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from evaluation.run import run_eval
+
+    return run_eval(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_window_arguments(window)
     window.set_defaults(run=_bench_window)
+
+    evaluate = sub.add_parser("eval", help="accuracy of the capabilities on a labeled JSONL file")
+    with_config(evaluate)
+    from evaluation.run import add_eval_arguments
+
+    add_eval_arguments(evaluate)
+    evaluate.set_defaults(run=_eval)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""`capserve eval`: accuracy of the shipped capabilities on a labeled JSONL file."""
