@@ -1,10 +1,21 @@
-"""A seeded, mixed workload like seed 001: requests ask for different capability sets, and some
-texts repeat within a phase (the same prompt sent by several clients)."""
+"""Seeded benchmark workloads.
+
+- mixed (default): like seed 001, requests ask for different capability sets;
+- long: the texts are long prompts of their own (bench.long_texts) instead of one-liners;
+- pack: every request asks every LLM question of the shipped pack (and what they depend on).
+
+In every workload some texts repeat within a phase (the same prompt sent by several clients),
+and the phase tag keeps phases apart: no phase reuses another phase's texts.
+"""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from bench.long_texts import long_text
+from capabilities.registry import CapabilityRegistry
 
 CAPABILITY_SETS: tuple[tuple[str, ...], ...] = (
     ("topic",),  # classification only
@@ -75,11 +86,33 @@ def _text(rng: random.Random, tag: str) -> str:
     return f"{template.format(**values)} (ref {tag})"
 
 
+def _long_text(rng: random.Random, tag: str) -> str:
+    return long_text(rng, f"ref {tag}")
+
+
+def pack_capabilities(registry: CapabilityRegistry) -> tuple[str, ...]:
+    """Every LLM question of the registry plus what they depend on, dependencies first."""
+    questions = [spec.name for spec in registry.specs() if spec.kind.startswith("llm_")]
+    return tuple(registry.resolve(questions))
+
+
 def make_workload(
-    seed: int, phase: str, requests: int, duplicate_rate: float = 0.25, hot_texts: int = 8
+    seed: int,
+    phase: str,
+    requests: int,
+    duplicate_rate: float = 0.25,
+    hot_texts: int = 8,
+    *,
+    long: bool = False,
+    capability_sets: Sequence[tuple[str, ...]] = CAPABILITY_SETS,
 ) -> list[BenchRequest]:
+    """`requests` requests of 1 to 4 texts; each text is, with probability `duplicate_rate`,
+    one of `hot_texts` texts several requests of the phase share, else a fresh one."""
+    if not 0.0 <= duplicate_rate <= 1.0:
+        raise ValueError(f"duplicate_rate must be in [0, 1], got {duplicate_rate}")
+    make_text = _long_text if long else _text
     rng = random.Random(f"{seed}-{phase}")
-    hot = [_text(rng, f"{phase}-hot{i}") for i in range(hot_texts)]
+    hot = [make_text(rng, f"{phase}-hot{i}") for i in range(hot_texts)]
     out = []
     counter = 0
     for _ in range(requests):
@@ -89,6 +122,6 @@ def make_workload(
                 texts.append(rng.choice(hot))
             else:
                 counter += 1
-                texts.append(_text(rng, f"{phase}-{counter}"))
-        out.append(BenchRequest(tuple(texts), rng.choice(CAPABILITY_SETS)))
+                texts.append(make_text(rng, f"{phase}-{counter}"))
+        out.append(BenchRequest(tuple(texts), rng.choice(capability_sets)))
     return out

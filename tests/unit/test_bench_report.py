@@ -2,8 +2,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.run import format_report, summarise
+from bench.compare import abba
+from bench.naive import format_report, summarise
+from bench.report import compare_systems, format_ablation, format_comparison, summarise_ablation
+from bench.run import run_bench
+from bench.sizes import resolve_sizes
 from bench.workload import CAPABILITY_SETS, make_workload
+from server.cli import build_parser
 
 
 def phase(mode: str, texts: int, seconds: float, executions: int, prompts: int) -> dict[str, Any]:
@@ -49,3 +54,103 @@ def test_summary_ratios_compare_the_modes():
     report = format_report({"phases": phases, "summary": summary})
     assert "| batched | 0 | 100 | 2.0 | 50.0 |" in report
     assert "throughput_batched_over_naive: 2.0" in report
+
+
+def system_phase(system: str, r: int, texts: int, seconds: float, tokens: int, samples):
+    return {
+        "round": r,
+        "system": system,
+        "requests": 4,
+        "texts": texts,
+        "failures": 0,
+        "seconds": seconds,
+        "texts_per_s": round(texts / seconds, 2),
+        "latency_ms": {"p50": samples[0], "p95": samples[-1], "p99": samples[-1]},
+        "engine_prompts": 10,
+        "computed_prompt_tokens": tokens,
+        "engine_prompt_tokens": 2 * tokens,
+        "idle_system_cpu_s": 0.1,
+        "samples": samples,
+    }
+
+
+def test_abba_alternates_which_system_goes_first():
+    assert abba(2) == [(0, "capserve"), (0, "vllm-serve"), (1, "vllm-serve"), (1, "capserve")]
+
+
+def test_comparison_ratios_and_report_have_both_systems_and_agreement():
+    phases = [
+        system_phase("capserve", 0, 100, 2.0, 1000, [100.0, 200.0]),
+        system_phase("vllm-serve", 0, 100, 5.0, 4000, [400.0, 800.0]),
+        system_phase("vllm-serve", 1, 100, 5.0, 4000, [400.0, 800.0]),
+        system_phase("capserve", 1, 100, 2.0, 1000, [100.0, 200.0]),
+    ]
+    summary = compare_systems(phases, "capserve", "vllm-serve")
+    assert summary["totals"]["capserve"]["texts_per_s"] == 50.0
+    assert summary["totals"]["vllm-serve"]["computed_prompt_tokens"] == 8000
+    assert summary["ratios"]["texts_per_s_capserve_over_vllm-serve"] == 2.5
+    assert summary["ratios"]["computed_prompt_tokens_capserve_over_vllm-serve"] == 0.25
+    assert summary["ratios"]["p50_latency_capserve_over_vllm-serve"] == 0.25
+    result = {
+        "workload": "mixed",
+        "duplicate_rate": 0.25,
+        "sizes": {"requests": 4, "clients": 2},
+        "phases": phases,
+        "summary": summary,
+        "agreement": {"sentiment": {"compared": 8, "agree": 6, "rate": 0.75}},
+        "cache_replay": {
+            "requests": 4,
+            "cached": 4,
+            "server_latency_ms": {"p50": 0.2, "p95": 0.4},
+        },
+    }
+    report = format_comparison(result)
+    assert "| 0 | capserve | 4 | 100 | 2.0 | 50 |" in report
+    assert "| vllm-serve | 20 |" in report
+    assert "- texts_per_s_capserve_over_vllm-serve: 2.5" in report
+    assert "| sentiment | 8 | 6 | 0.75 |" in report
+    assert "4 answered from the cache; server latency_ms p50 0.2, p95 0.4" in report
+
+
+def test_ablation_table_says_what_each_lever_is_worth():
+    def lever(name: str, seconds: float, tokens: int):
+        phase = system_phase(name, 0, 100, seconds, tokens, [50.0])
+        return {**phase, "configuration": phase.pop("system")}
+
+    phases = [lever("all_on", 2.0, 1000), lever("dedup_off", 4.0, 1500), lever("all_on", 2.0, 1000)]
+    summary = summarise_ablation(phases, ["all_on", "dedup_off"])
+    assert summary["all_on"]["texts_per_s_vs_all_on"] == 1.0
+    assert summary["dedup_off"]["texts_per_s_vs_all_on"] == 0.5
+    assert summary["dedup_off"]["computed_prompt_tokens_vs_all_on"] == 0.75
+    report = format_ablation(
+        {
+            "workload": "mixed",
+            "sizes": {"requests": 4, "clients": 2},
+            "schedule": ["all_on", "dedup_off", "all_on"],
+            "descriptions": {"all_on": "nothing", "dedup_off": "dedup"},
+            "summary": summary,
+        }
+    )
+    assert "| dedup_off | dedup | 25 | 0.5 | 1500 | 0.75 |" in report
+
+
+def test_sizes_per_workload_quick_and_explicit():
+    args = build_parser().parse_args(["bench", "--against", "vllm-serve"])
+    mixed = resolve_sizes(args)
+    args = build_parser().parse_args(["bench", "--against", "vllm-serve", "--pack", "--long"])
+    pack = resolve_sizes(args)
+    assert pack.requests < mixed.requests
+    args = build_parser().parse_args(["bench", "--against", "vllm-serve", "--quick"])
+    assert resolve_sizes(args).requests <= 8 and resolve_sizes(args).rounds == 1
+    args = build_parser().parse_args(["bench", "--quick", "--requests", "3", "--rounds", "2"])
+    assert (resolve_sizes(args).requests, resolve_sizes(args).rounds) == (3, 2)
+
+
+def test_bad_options_get_a_clear_error(capsys):
+    for argv in (
+        ["bench", "--duplicate-rate", "1.5"],
+        ["bench", "--requests", "0"],
+        ["bench", "--against", "vllm-serve", "--url", "http://127.0.0.1:1"],
+    ):
+        assert run_bench(build_parser().parse_args(argv)) == 2
+    assert "--duplicate-rate must be between 0 and 1" in capsys.readouterr().err

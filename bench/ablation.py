@@ -1,0 +1,126 @@
+"""`capserve bench --ablation`: what each of capserve's levers is worth.
+
+The same workload runs on capserve with every lever on, and with each lever off in turn (one
+server per configuration, started with env overrides, one at a time so the measured server has
+the cores). The all-on configuration runs first and last, so drift over the run shows; its first
+server also runs the same-shaped workload in naive mode (each request on its own: no window,
+no cross-request merging), the lever `capserve bench` without options measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.phases import capserve_sender, difference, drive, read_capserve_counters
+from bench.report import summarise_ablation
+from bench.servers import running, start_capserve, wait_healthy
+from bench.sizes import Sizes, phase_workload, resolve_sizes, workload_name
+from capabilities.registry import CapabilityRegistry
+from server.runtime import model_fingerprints
+from server.settings import load_config
+
+LEVERS: dict[str, dict[str, str]] = {
+    "all_on": {},
+    "window_off": {"CAPSERVE__BATCHING__WINDOW_MS": "0", "CAPSERVE__BATCHING__ADAPTIVE": "false"},
+    "dedup_off": {"CAPSERVE__BATCHING__DEDUP": "false"},
+    "shared_layout_off": {"CAPSERVE__PROMPTING__LAYOUT_OVERRIDE": "own"},
+    "cache_off": {"CAPSERVE__CACHE__ENABLED": "false"},
+}
+DESCRIPTIONS = {
+    "all_on": "nothing",
+    "window_off": "window (window_ms 0, adaptive false)",
+    "dedup_off": "dedup of identical texts",
+    "shared_layout_off": "shared question layout (own)",
+    "cache_off": "result cache",
+    "naive": "batching: each request on its own (X-Capserve-Batching: naive)",
+}
+SCHEDULE = ("all_on", "window_off", "dedup_off", "shared_layout_off", "cache_off", "all_on")
+NAIVE = "naive"
+
+
+def _registry(args: argparse.Namespace) -> CapabilityRegistry:
+    config = load_config(args.config)
+    runners = {name: model.runner for name, model in config.models.items()}
+    return CapabilityRegistry.from_directory(
+        config.capabilities_dir, runners, model_fingerprints(config), config.prompting
+    )
+
+
+async def _one_server(
+    args: argparse.Namespace,
+    sizes: Sizes,
+    registry: CapabilityRegistry,
+    index: int,
+    lever: str,
+    log_dir: Path,
+) -> list[dict[str, Any]]:
+    server = start_capserve(args.config, log_dir / f"{index}-{lever}.log", LEVERS[lever])
+    timeout = httpx.Timeout(900.0, connect=10.0)
+    limits = httpx.Limits(max_connections=sizes.clients + 4)
+    phases: list[dict[str, Any]] = []
+    with running([server]):
+        await wait_healthy([server], args.startup_timeout)
+        async with httpx.AsyncClient(base_url=server.url, timeout=timeout, limits=limits) as client:
+            warm = phase_workload(args, registry, "warm", sizes.warmup_requests)
+            await drive(capserve_sender(client), warm, sizes.clients)
+            runs: list[tuple[str, str | None, str]] = [
+                (lever, None, f"r{r}") for r in range(sizes.rounds)
+            ]
+            if lever == "all_on" and index == 0:
+                runs += [(NAIVE, NAIVE, f"r{r}-naive") for r in range(sizes.rounds)]
+            for configuration, mode, tag in runs:
+                workload = phase_workload(args, registry, tag, sizes.requests)
+                before = await read_capserve_counters(client)
+                run = await drive(capserve_sender(client, mode), workload, sizes.clients)
+                after = await read_capserve_counters(client)
+                phases.append(
+                    {
+                        "configuration": configuration,
+                        "server": index,
+                        "tag": tag,
+                        **run.row(),
+                        **difference(after, before),
+                        "samples": run.latencies_ms,
+                    }
+                )
+                print(
+                    f"server {index} {configuration} {tag}: {phases[-1]['texts_per_s']} texts/s, "
+                    f"{run.failures} failures",
+                    flush=True,
+                )
+    return phases
+
+
+async def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
+    registry = _registry(args)
+    sizes = resolve_sizes(args)
+    log_dir = Path(tempfile.mkdtemp(prefix="capserve-ablation-"))
+    print(f"ablation: {len(SCHEDULE)} servers in turn; logs in {log_dir}", flush=True)
+    started = time.perf_counter()
+    phases: list[dict[str, Any]] = []
+    for index, lever in enumerate(SCHEDULE):
+        phases += await _one_server(args, sizes, registry, index, lever, log_dir)
+    configurations = [*LEVERS, NAIVE]
+    summary = summarise_ablation(phases, configurations)
+    for phase in phases:
+        del phase["samples"]
+    return {
+        "workload": workload_name(args),
+        "duplicate_rate": args.duplicate_rate,
+        "sizes": vars(sizes),
+        "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
+        "schedule": list(SCHEDULE),
+        "levers": LEVERS,
+        "descriptions": DESCRIPTIONS,
+        "phases": phases,
+        "summary": summary,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
