@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from capabilities.registry import CapabilityRegistry
-from evaluation.dataset import load_dataset
+from evaluation.dataset import EvalRow, LabelSpace, load_dataset
 from evaluation.run import (
     RunFacts,
     build_report,
@@ -17,9 +17,10 @@ from evaluation.run import (
     evaluate,
     label_spaces,
 )
+from schemas.config import CapServeConfig
 from server.cli import main
 from server.settings import load_config
-from tests.unit.fakes import SHIPPED_CAPABILITIES, FakePool, FakeProcessor
+from tests.unit.fakes import SHIPPED_CAPABILITIES, SHIPPED_RUNNERS, FakePool, FakeProcessor
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "tests" / "data" / "eval_smoke.jsonl"
@@ -59,14 +60,19 @@ def test_eval_config_forces_the_layout_and_skips_warm_up_and_cache():
     assert eval_config(base, None).prompting.layout_override == base.prompting.layout_override
 
 
-async def test_rows_run_through_the_runtime_and_failures_stay_per_row():
-    config = eval_config(load_config(REPO / "configs/default.yaml"), "shared")
+def smoke_setup(
+    layout: str | None,
+) -> tuple[CapServeConfig, dict[str, LabelSpace], list[EvalRow]]:
+    config = eval_config(load_config(REPO / "configs/default.yaml"), layout)
     config.capabilities_dir = SHIPPED_CAPABILITIES
-    registry = CapabilityRegistry.from_directory(
-        SHIPPED_CAPABILITIES, {n: m.runner for n, m in config.models.items()}
-    )
-    spaces = {n: s for n, s in label_spaces(registry).items() if s is not None}
-    rows = load_dataset(SMOKE, label_spaces(registry))
+    registry = CapabilityRegistry.from_directory(SHIPPED_CAPABILITIES, SHIPPED_RUNNERS)
+    all_spaces = label_spaces(registry)
+    spaces = {n: s for n, s in all_spaces.items() if s is not None}
+    return config, spaces, load_dataset(SMOKE, all_spaces)
+
+
+async def test_rows_run_through_the_runtime_and_failures_stay_per_row():
+    config, spaces, rows = smoke_setup("shared")
     failing = rows[2].text
     pool = FakePool(FakeProcessor(fail_texts={failing}))
     runtime, outcomes, seconds = await evaluate(config, rows, spaces, concurrency=4, pool=pool)
@@ -90,3 +96,15 @@ async def test_rows_run_through_the_runtime_and_failures_stay_per_row():
         failed = int(capability.name in rows[2].gold)
         assert capability.errors == failed
         assert capability.metrics is not None and capability.metrics.n == labeled - failed
+
+
+async def test_a_failing_capability_leaves_the_rest_of_each_row():
+    config, spaces, rows = smoke_setup(None)
+    pool = FakePool(FakeProcessor(fail_on={"task_type"}))
+    _, outcomes, _ = await evaluate(config, rows, spaces, concurrency=8, pool=pool)
+    for row, outcome in zip(rows, outcomes, strict=True):
+        failed = {e.capability for e in outcome.errors}
+        # complexity depends on task_type, so it cannot run either.
+        assert failed == {"task_type", "complexity"} & set(row.gold)
+        assert set(outcome.predictions) == set(row.gold) - failed
+        assert all("SECRET" not in e.reason for e in outcome.errors)
