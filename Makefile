@@ -49,8 +49,13 @@ integration: setup test-services
 test: setup lint test-services
 	$(BIN)/python -m pytest
 
+# capserve against a pipeline of calls to `vllm serve` (three workloads), then each lever off in
+# turn (naive mode included): about 25 minutes on a 2-core CPU. Results in benchmarks/.
 bench: setup
-	$(BIN)/capserve bench --config $(CONFIG) --output benchmarks/latest.json
+	$(BIN)/capserve bench --against vllm-serve --config $(CONFIG) --output benchmarks/vs-vllm-serve.json
+	$(BIN)/capserve bench --against vllm-serve --long --config $(CONFIG) --output benchmarks/vs-vllm-serve-long.json
+	$(BIN)/capserve bench --against vllm-serve --pack --long --config $(CONFIG) --output benchmarks/vs-vllm-serve-pack-long.json
+	$(BIN)/capserve bench --ablation --config $(CONFIG) --output benchmarks/ablation.json
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@ a time to capserve to measure its cache-hit latency.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import tempfile
@@ -54,6 +55,7 @@ from server.settings import load_config
 CAPSERVE, PEER = "capserve", "vllm-serve"
 SYSTEMS = (CAPSERVE, PEER)
 Meter = Callable[[], Awaitable[dict[str, float]]]
+IDLE_PROBE_S = 5.0
 
 
 def abba(rounds: int) -> list[tuple[int, str]]:
@@ -116,6 +118,16 @@ def _cpu(servers: list[ServerProcess]) -> float:
     return sum(server.cpu_seconds() for server in servers)
 
 
+async def _idle_cores(systems: dict[str, list[ServerProcess]]) -> dict[str, float]:
+    """CPU cores each started system uses while nobody sends it anything (over a few seconds)."""
+    before = {name: _cpu(servers) for name, servers in systems.items()}
+    await asyncio.sleep(IDLE_PROBE_S)
+    return {
+        name: round((_cpu(servers) - before[name]) / IDLE_PROBE_S, 3)
+        for name, servers in systems.items()
+    }
+
+
 async def _measure(
     args: argparse.Namespace,
     sizes: Sizes,
@@ -149,6 +161,7 @@ async def _measure(
             for system in SYSTEMS:  # warm-up: prompt prefixes, label embeddings, code paths
                 warm = phase_workload(args, registry, "warm", sizes.warmup_requests)
                 await drive(senders[system], warm, sizes.clients)
+            idle_cores = await _idle_cores({PEER: idle[CAPSERVE], CAPSERVE: idle[PEER]})
             phases: list[dict[str, Any]] = []
             answers = {}
             for r, system in abba(sizes.rounds):
@@ -182,6 +195,7 @@ async def _measure(
     for phase in phases:
         del phase["samples"]  # pooled into the summary
     return {
+        "idle_cpu_cores": idle_cores,
         "phases": phases,
         "summary": summary,
         "agreement": merge_agreement(per_round),

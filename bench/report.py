@@ -99,6 +99,14 @@ def format_comparison(result: dict[str, Any]) -> str:
         lines.append(
             f"| {capability} | {row['compared']:.0f} | {row['agree']:.0f} | {row['rate']} |"
         )
+    idle = result.get("idle_cpu_cores")
+    if idle:
+        lines += [
+            "",
+            "CPU cores used by each started system while idle (before the measured phases): "
+            + ", ".join(f"{name} {cores}" for name, cores in idle.items())
+            + "; the idle system's CPU seconds during each phase are in the first table.",
+        ]
     cache = result.get("cache_replay")
     if cache:
         lat = cache["server_latency_ms"]

@@ -72,6 +72,8 @@ def _check(args: argparse.Namespace) -> str | None:
             return f"--{name} must be at least 1"
     if args.cache_replays is not None and args.cache_replays < 0:
         return "--cache-replays must be 0 or more"
+    if args.pack and not (args.against or args.ablation):
+        return "--pack needs --against or --ablation"
     if args.url is not None and (args.against or args.ablation):
         return "--url works only for batched vs naive (it starts its own servers otherwise)"
     return None

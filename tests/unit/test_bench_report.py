@@ -98,6 +98,7 @@ def test_comparison_ratios_and_report_have_both_systems_and_agreement():
         "phases": phases,
         "summary": summary,
         "agreement": {"sentiment": {"compared": 8, "agree": 6, "rate": 0.75}},
+        "idle_cpu_cores": {"capserve": 0.02, "vllm-serve": 0.05},
         "cache_replay": {
             "requests": 4,
             "cached": 4,
@@ -110,6 +111,7 @@ def test_comparison_ratios_and_report_have_both_systems_and_agreement():
     assert "- texts_per_s_capserve_over_vllm-serve: 2.5" in report
     assert "| sentiment | 8 | 6 | 0.75 |" in report
     assert "4 answered from the cache; server latency_ms p50 0.2, p95 0.4" in report
+    assert "while idle (before the measured phases): capserve 0.02, vllm-serve 0.05" in report
 
 
 def test_ablation_table_says_what_each_lever_is_worth():
@@ -151,6 +153,7 @@ def test_bad_options_get_a_clear_error(capsys):
         ["bench", "--duplicate-rate", "1.5"],
         ["bench", "--requests", "0"],
         ["bench", "--against", "vllm-serve", "--url", "http://127.0.0.1:1"],
+        ["bench", "--pack"],
     ):
         assert run_bench(build_parser().parse_args(argv)) == 2
     assert "--duplicate-rate must be between 0 and 1" in capsys.readouterr().err
