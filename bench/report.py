@@ -31,6 +31,8 @@ def totals(phases: Sequence[dict[str, Any]], key: str, name: str) -> dict[str, A
     for counter in ("engine_prompts", "computed_prompt_tokens", "engine_prompt_tokens"):
         if all(counter in p for p in mine):
             out[counter] = sum(p[counter] for p in mine)
+            # Per text: comparable between configurations that ran different numbers of phases.
+            out[f"{counter}_per_text"] = round(out[counter] / texts, 2) if texts else None
     return out
 
 
@@ -129,7 +131,7 @@ def summarise_ablation(
     for row in table.values():
         row["texts_per_s_vs_all_on"] = _ratio(row["texts_per_s"], base.get("texts_per_s"))
         row["computed_prompt_tokens_vs_all_on"] = _ratio(
-            row.get("computed_prompt_tokens"), base.get("computed_prompt_tokens")
+            row.get("computed_prompt_tokens_per_text"), base.get("computed_prompt_tokens_per_text")
         )
     return table
 
@@ -140,17 +142,19 @@ def format_ablation(result: dict[str, Any]) -> str:
         f"{result['sizes']['clients']} clients; one server per configuration, in this order: "
         f"{', '.join(result['schedule'])}.",
         "",
-        "| configuration | what is off | texts/s | vs all on | computed prompt tokens "
-        "| vs all on | engine prompts | p50 ms | p95 ms | failures |",
+        "| configuration | what is off | texts/s | vs all on | computed prompt tokens per text "
+        "| vs all on | engine prompts per text | p50 ms | p95 ms | failures |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in result["summary"].items():
         lat = row["latency_ms"]
         lines.append(
             f"| {name} | {result['descriptions'][name]} | {_cell(row['texts_per_s'])} "
-            f"| {_cell(row['texts_per_s_vs_all_on'])} | {_cell(row.get('computed_prompt_tokens'))} "
+            f"| {_cell(row['texts_per_s_vs_all_on'])} "
+            f"| {_cell(row.get('computed_prompt_tokens_per_text'))} "
             f"| {_cell(row['computed_prompt_tokens_vs_all_on'])} "
-            f"| {_cell(row.get('engine_prompts'))} | {_cell(lat['p50'])} | {_cell(lat['p95'])} "
+            f"| {_cell(row.get('engine_prompts_per_text'))} | {_cell(lat['p50'])} "
+            f"| {_cell(lat['p95'])} "
             f"| {row['failures']} |"
         )
     return "\n".join(lines)
