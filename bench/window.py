@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from typing import Any
 import httpx
 
 from bench.run import write_result
+from bench.servers import start_capserve
 from bench.workload import BenchRequest, make_workload
 from server.observability.stats import LatencySamples
 
@@ -78,27 +78,17 @@ def _server_process(
     args: argparse.Namespace, setting: str, log_path: Path
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A `capserve serve` subprocess with the setting's batching; stopped on the way out."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    env = dict(os.environ, CAPSERVE__CACHE__ENABLED="false")
-    env["CAPSERVE__BATCHING__MODE"] = "batched"
-    env["CAPSERVE__BATCHING__WINDOW_MS"] = str(args.window_ms)
-    env.update({f"CAPSERVE__BATCHING__{key}": value for key, value in SETTINGS[setting].items()})
-    command = [sys.executable, "-m", "server.cli", "serve", "--port", str(port)]
-    if args.config is not None:
-        command += ["--config", str(args.config)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    overrides = {
+        "CAPSERVE__CACHE__ENABLED": "false",
+        "CAPSERVE__BATCHING__MODE": "batched",
+        "CAPSERVE__BATCHING__WINDOW_MS": str(args.window_ms),
+        **{f"CAPSERVE__BATCHING__{key}": value for key, value in SETTINGS[setting].items()},
+    }
+    server = start_capserve(args.config, log_path, overrides, name=setting)
     try:
-        yield f"http://127.0.0.1:{port}", process
+        yield server.url, server.process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
 
 
 async def _until_healthy(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from server.settings import ConfigError, load_config
@@ -61,34 +63,28 @@ def _prepare_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from bench.run import run_bench
-
-    return run_bench(args)
-
-
-def _bench_layouts(args: argparse.Namespace) -> int:
-    from bench.layouts import run_layout_bench
-
-    return run_layout_bench(args)
-
-
-def _bench_scoring(args: argparse.Namespace) -> int:
-    from bench.scoring import run_scoring_bench
-
-    return run_scoring_bench(args)
+# Measurement commands: (name, help, module, its argument-adding function, its run function).
+# Their modules live outside the server (bench/, evaluation/) and are imported only when used.
+TOOLS = (
+    ("bench", "capserve against the vllm serve pipeline, ablations, batched vs naive",
+     "bench.run", "add_bench_arguments", "run_bench"),
+    ("bench-layouts", "the LLM question layouts side by side",
+     "bench.layouts", "add_layout_arguments", "run_layout_bench"),
+    ("bench-scoring", "time the llm_choice scoring methods",
+     "bench.scoring", "add_scoring_arguments", "run_scoring_bench"),
+    ("bench-window", "the adaptive window at idle and saturated",
+     "bench.window", "add_window_arguments", "run_window_bench"),
+    ("eval", "accuracy of the capabilities on a labeled JSONL file",
+     "evaluation.run", "add_eval_arguments", "run_eval"),
+)  # fmt: skip
 
 
-def _bench_window(args: argparse.Namespace) -> int:
-    from bench.window import run_window_bench
+def _tool(module: str, function: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        code: int = getattr(importlib.import_module(module), function)(args)
+        return code
 
-    return run_window_bench(args)
-
-
-def _eval(args: argparse.Namespace) -> int:
-    from evaluation.run import run_eval
-
-    return run_eval(args)
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,40 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(prepare)
     prepare.set_defaults(run=_prepare_models)
 
-    bench = sub.add_parser("bench", help="batched vs naive, side by side, on a started server")
-    with_config(bench)
-    from bench.run import add_bench_arguments
-
-    add_bench_arguments(bench)
-    bench.set_defaults(run=_bench)
-
-    layouts = sub.add_parser("bench-layouts", help="the LLM question layouts side by side")
-    with_config(layouts)
-    from bench.layouts import add_layout_arguments
-
-    add_layout_arguments(layouts)
-    layouts.set_defaults(run=_bench_layouts)
-
-    scoring = sub.add_parser("bench-scoring", help="time the llm_choice scoring methods")
-    with_config(scoring)
-    from bench.scoring import add_scoring_arguments
-
-    add_scoring_arguments(scoring)
-    scoring.set_defaults(run=_bench_scoring)
-
-    window = sub.add_parser("bench-window", help="the adaptive window at idle and saturated")
-    with_config(window)
-    from bench.window import add_window_arguments
-
-    add_window_arguments(window)
-    window.set_defaults(run=_bench_window)
-
-    evaluate = sub.add_parser("eval", help="accuracy of the capabilities on a labeled JSONL file")
-    with_config(evaluate)
-    from evaluation.run import add_eval_arguments
-
-    add_eval_arguments(evaluate)
-    evaluate.set_defaults(run=_eval)
+    for name, help_text, module, add_arguments, run in TOOLS:
+        tool = sub.add_parser(name, help=help_text)
+        with_config(tool)
+        getattr(importlib.import_module(module), add_arguments)(tool)
+        tool.set_defaults(run=_tool(module, run))
     return parser
 
 

@@ -78,9 +78,11 @@ def test_every_shared_question_about_a_text_shares_everything_but_its_cue(tokeni
     asked = {
         "sentiment": prompts(tokenizer, reg.get("sentiment"), TEXT),
         "safety": prompts(tokenizer, reg.get("safety"), TEXT),
-        "reasoning": prompts(tokenizer, reg.get("reasoning"), TEXT),
         "complexity": prompts(tokenizer, reg.get("complexity"), TEXT, task("chat")),
     }
+    assert reg.get("reasoning").layout == "own"  # shipped in its own layout: shares nothing
+    own = prompts(tokenizer, reg.get("reasoning"), TEXT)[0]
+    assert common_prefix(own, asked["sentiment"][0]) < len(text_ids)
     assert len(asked["safety"]) == 2  # one prompt per label
     flat = [p for ps in asked.values() for p in ps]
     shared = min(common_prefix(flat[0], p) for p in flat[1:])
@@ -115,7 +117,7 @@ def test_padding_ends_the_shared_part_on_a_block(tokenizer: Any):
 
 
 def test_a_long_text_is_cut_once_for_the_whole_group(tokenizer: Any):
-    reg = registry()
+    reg = registry(PromptingConfig(layout_override="shared"))  # all five in one group
     long_text = "word " * 3000
     cut = [
         prompts(tokenizer, reg.get(name), long_text, task("chat") if name == "complexity" else None)
