@@ -54,14 +54,15 @@ def test_multilabel_and_score_kinds_answer_on_the_real_engine(client: httpx.Clie
             result = text_result["results"][name]
             assert result["label"] is None and 0.0 <= result["score"] <= 1.0
             assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
-            assert result["details"]["layout"] == "shared"
+            assert result["details"]["layout"] == "own"  # shipped in the own layout
+        assert safety["details"]["layout"] == "shared"
 
 
 def test_a_second_question_about_a_text_reuses_its_prefill(client: httpx.Client):
     text = LONG_CONTEXT + " (prefill check)"
     classify(client, [text], ["sentiment"])  # computes the group system part and the text
     before = llm_work(client)
-    classify(client, [text], ["reasoning"])  # another question about the same text
+    classify(client, [text], ["complexity"])  # another shared question about the same text
     after = llm_work(client)
     prompts = after["requests"] - before["requests"]
     prompt_tokens = after["prompt_tokens"] - before["prompt_tokens"]
@@ -75,14 +76,14 @@ def test_a_second_question_about_a_text_reuses_its_prefill(client: httpx.Client)
 def test_questions_asked_together_share_the_text_once(client: httpx.Client):
     text = LONG_CONTEXT + " (window check)"
     before = llm_work(client)
-    classify(client, [text], ["sentiment", "safety", "reasoning", "creativity"])
+    classify(client, [text], ["sentiment", "safety", "complexity"])
     after = llm_work(client)
     prompts = after["requests"] - before["requests"]
     prompt_tokens = after["prompt_tokens"] - before["prompt_tokens"]
     computed = prompt_tokens - (after["cached_prompt_tokens"] - before["cached_prompt_tokens"])
-    assert prompts == 5  # safety asks one question per label
+    assert prompts == 4  # safety asks one question per label
     text_tokens = prompt_tokens / prompts  # about system part + text + cue, per prompt
-    # Five prompts of several hundred tokens each, yet the text is computed about once.
+    # Four prompts of several hundred tokens each, yet the text is computed about once.
     assert computed < text_tokens, (computed, prompt_tokens)
 
 
