@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -83,7 +84,10 @@ class CompiledTemplate:
         return self.template.render(context)
 
 
+@functools.lru_cache(maxsize=1024)
 def compile_template(source: str) -> CompiledTemplate:
+    """Parses and checks a template once per source; prompts render it per text, so the
+    compiled template is kept (a failed compile raises again each time)."""
     try:
         parsed = _ENV.parse(source)
         template = _ENV.from_string(source)
