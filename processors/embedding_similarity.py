@@ -18,7 +18,7 @@ from processors.base import ItemFailure, ItemOutcome, PerVersion, ProcessorInput
 from processors.engines import Engine
 
 
-def _unit(vector: Sequence[float]) -> np.ndarray:
+def unit_vector(vector: Sequence[float]) -> np.ndarray:
     array = np.asarray(vector, dtype=np.float32)
     unit: np.ndarray = array / max(float(np.linalg.norm(array)), 1e-12)
     return unit
@@ -63,7 +63,7 @@ class EmbeddingSimilarityProcessor:
             *(self.engine.embed(ids) for ids in token_ids), return_exceptions=True
         )
         return [
-            ItemFailure.from_exception(v) if isinstance(v, BaseException) else _unit(v)
+            ItemFailure.from_exception(v) if isinstance(v, BaseException) else unit_vector(v)
             for v in vectors
         ]
 

@@ -9,6 +9,7 @@ of a plain completions server has no prior to divide out.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +19,11 @@ from capabilities.registry import CapabilityRegistry
 from capabilities.results import CapabilityResult, result_from_probabilities
 from capabilities.rules import evaluate_rule
 from capabilities.spec import CapabilitySpec
-from processors.embedding_similarity import label_prototypes, similarity_probabilities
+from processors.embedding_similarity import (
+    label_prototypes,
+    similarity_probabilities,
+    unit_vector,
+)
 from processors.model_store import resolve_model_path
 from processors.questions.answers import (
     AnswerTokens,
@@ -115,9 +120,8 @@ class StandaloneQuestions:
     ) -> CapabilityResult:
         spec = self._registry.get(capability)
         owners = [label for label, _ in label_prototypes(spec)]
-        unit = _unit_rows(np.asarray([text_vector], dtype=np.float32))
-        prototypes = _unit_rows(np.asarray(label_vectors, dtype=np.float32))
-        similarities = unit @ prototypes.T
+        prototypes = np.stack([unit_vector(v) for v in label_vectors])
+        similarities = unit_vector(text_vector)[np.newaxis, :] @ prototypes.T
         row = similarity_probabilities(spec, owners, similarities)[0]
         probabilities = {name: float(p) for name, p in zip(spec.label_names, row, strict=True)}
         return result_from_probabilities(spec.name, spec.version, probabilities)
@@ -127,12 +131,4 @@ class StandaloneQuestions:
 
 
 def _as_own(spec: CapabilitySpec) -> CapabilitySpec:
-    from dataclasses import replace
-
-    return replace(spec, layout="own", group=None)
-
-
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    norms = np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-    unit: np.ndarray = matrix / norms
-    return unit
+    return dataclasses.replace(spec, layout="own", group=None)
