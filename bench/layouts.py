@@ -111,7 +111,7 @@ async def _run_variant(base: CapServeConfig, name: str, texts: list[list[str]]) 
         await runtime.stop()
     seconds = sum(r["seconds"] for r in rounds)
     computed = sum(r["computed_prompt_tokens"] for r in rounds)
-    print(f"{name}: {seconds:.1f} s, {computed} computed prompt tokens", flush=True)
+    print(f"{name}: {seconds:.1f} s, {computed} computed tokens", flush=True)
     return {
         "variant": name,
         "questions": questions,

@@ -108,7 +108,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"capserve bench: {problem}", file=sys.stderr)
         return 2
     with sigterm_as_exit():
-        result, text = asyncio.run(_run(args))
+        result, table = asyncio.run(_run(args))
     result = {
         "command": "capserve " + " ".join(sys.argv[1:]),
         "parameters": {
@@ -116,7 +116,7 @@ def run_bench(args: argparse.Namespace) -> int:
         },
         **result,
     }
-    print(text)
+    print(table)
     if args.output is not None:
-        write_result(args.output, result, text)
+        write_result(args.output, result, table)
     return 0

@@ -252,8 +252,8 @@ def run_eval(args: argparse.Namespace) -> int:
         return 2
     facts = RunFacts(str(args.file), args.split, args.layout, seconds)
     report = build_report(runtime.registry, spaces, rows, outcomes, facts)
-    text = format_report(report)
-    print(text)
+    table = format_report(report)
+    print(table)
     if args.output is not None:
-        write_result(args.output, report_json(report), text)
+        write_result(args.output, report_json(report), table)
     return 0
