@@ -10,6 +10,12 @@ import yaml
 from pydantic import ValidationError
 
 from capabilities.groups import QuestionGroup
+from capabilities.kind_checks import (
+    check_kind_fields,
+    check_labels,
+    check_references,
+    training_data_path,
+)
 from capabilities.spec import CapabilitySpec, short_hash
 from capabilities.templates import TemplateProblem, check_renders, compile_template
 from schemas.capability import CapabilityDefinition
@@ -20,7 +26,12 @@ RUNNER_FOR_KIND: Mapping[str, str | None] = {
     "llm_choice": "generate",
     "llm_multilabel": "generate",
     "llm_score": "generate",
+    "llm_json": "generate",
     "embedding_similarity": "pooling",
+    "embedding_head": "pooling",
+    "classifier": "pooling",
+    "regex": None,
+    "formula": None,
     "rule": None,
 }
 
@@ -69,24 +80,7 @@ def read_definitions(directory: Path) -> tuple[list[CapabilitySpec], list[str]]:
 def _check_own_fields(spec: CapabilitySpec, model_runners: Mapping[str, str]) -> list[str]:
     where = _where(spec.source, spec.name)
     d = spec.definition
-    problems: list[str] = []
-    label_names = spec.label_names
-    if len(set(label_names)) != len(label_names):
-        problems.append(f"{where}: labels are not unique: {list(label_names)}")
-    if spec.kind == "llm_score" and label_names:
-        problems.append(f"{where}: kind 'llm_score' answers on its scale and takes no labels")
-    elif spec.kind == "llm_multilabel" and not label_names:
-        problems.append(f"{where}: kind 'llm_multilabel' needs at least one label")
-    elif spec.kind not in ("llm_score", "llm_multilabel") and len(label_names) < 2:
-        problems.append(f"{where}: kind '{spec.kind}' needs at least two labels")
-    if spec.kind == "llm_multilabel":
-        missing = [label.name for label in spec.labels if label.question is None]
-        if missing:
-            problems.append(f"{where}: labels {missing} need a `question` (kind llm_multilabel)")
-    elif any(label.question is not None for label in spec.labels):
-        problems.append(f"{where}: a label `question` is only used by kind 'llm_multilabel'")
-    if not spec.is_question and d.group is not None:
-        problems.append(f"{where}: group is only used by LLM question kinds")
+    problems = [f"{where}: {p}" for p in [*check_labels(spec), *check_kind_fields(spec)]]
     needed_runner = RUNNER_FOR_KIND[spec.kind]
     if needed_runner is None:
         if d.model is not None:
@@ -102,16 +96,6 @@ def _check_own_fields(spec: CapabilitySpec, model_runners: Mapping[str, str]) ->
             f"{where}: kind '{spec.kind}' needs a model with the {needed_runner} runner, "
             f"but '{d.model}' uses the {model_runners[d.model]} runner"
         )
-    if spec.is_question and d.prompt is None:
-        problems.append(f"{where}: kind '{spec.kind}' needs a prompt (instructions, cue, ...)")
-    if not spec.is_question and d.prompt is not None:
-        problems.append(f"{where}: prompt is only used by the llm_* kinds")
-    if d.calibrate and (spec.kind != "llm_choice" or d.scoring == "choice"):
-        problems.append(f"{where}: calibrate needs kind 'llm_choice' with probability scoring")
-    if spec.kind == "rule" and d.rule is None:
-        problems.append(f"{where}: kind 'rule' needs a rule (cases, default)")
-    if spec.kind != "rule" and d.rule is not None:
-        problems.append(f"{where}: rule is only used by kind 'rule'")
     if len(set(d.depends_on)) != len(d.depends_on):
         problems.append(f"{where}: depends_on lists a capability twice")
     if spec.name in d.depends_on:
@@ -133,6 +117,8 @@ def _check_rule(spec: CapabilitySpec, specs: Mapping[str, CapabilitySpec]) -> li
             problems.append(
                 f"{where}: rule case {number}: label '{case.label}' is not one of its labels"
             )
+        if isinstance(case.when, str):
+            continue  # an expression: checked with the other conditions
         for dep, condition in case.when.items():
             if dep not in spec.depends_on:
                 problems.append(f"{where}: rule case {number}: '{dep}' is not in depends_on")
@@ -213,7 +199,7 @@ def _groups(
     """Each question group, with the instructions of its `shared` members in name order."""
     members: dict[str, list[CapabilitySpec]] = {}
     for spec in specs.values():
-        if spec.is_question and spec.model is not None:
+        if spec.uses_prompt and spec.model is not None:
             members.setdefault(spec.definition.group or spec.model, []).append(spec)
     groups: dict[str, QuestionGroup] = {}
     problems: list[str] = []
@@ -231,6 +217,12 @@ def _groups(
             name, models[0], sections, prompting.instructions, prompting.pad_to_block
         )
     return groups, problems
+
+
+def _data_hash(spec: CapabilitySpec) -> str:
+    """A hash of the training data file an embedding_head learns from ("" when none)."""
+    path = training_data_path(spec)
+    return short_hash(path.read_bytes().decode("utf-8", "replace")) if path else ""
 
 
 def _layout(spec: CapabilitySpec, prompting: PromptingConfig) -> str:
@@ -254,7 +246,7 @@ def _finalise(
         spec = specs[name]
         dep_versions = [f"{dep}={finish(dep).version}" for dep in spec.depends_on]
         layout, group = None, None
-        if spec.is_question and spec.model is not None:
+        if spec.uses_prompt and spec.model is not None:
             layout = _layout(spec, prompting)
             group = groups[spec.definition.group or spec.model]
         parts = [
@@ -262,6 +254,7 @@ def _finalise(
             f"model={model_fingerprints.get(spec.model or '', spec.model or '')}",
             f"layout={layout}",
             group.fingerprint() if group is not None and layout == "shared" else "",
+            f"data={_data_hash(spec)}",
             *dep_versions,
         ]
         done[name] = dataclasses.replace(
@@ -308,6 +301,8 @@ def load_capabilities(
                 )
         problems += _check_rule(spec, by_name)
         problems += _check_prompt(spec, by_name)
+        where = _where(spec.source, spec.name)
+        problems += [f"{where}: {p}" for p in check_references(spec, by_name)]
     cycle = find_cycle({name: spec.depends_on for name, spec in by_name.items()})
     if cycle:
         where = _where(by_name[cycle[0]].source, cycle[0])

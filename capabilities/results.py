@@ -22,8 +22,36 @@ class CapabilityResult:
     details: Mapping[str, Any] = field(default_factory=dict)
     # llm_score: the value in [0, 1].
     score: float | None = None
-    # llm_multilabel: every label whose probability reaches its threshold, most probable first.
+    # llm_multilabel: every label whose probability reaches its threshold, most probable first;
+    # regex: every pattern that matched.
     labels: tuple[str, ...] | None = None
+    # Named structured output, visible to conditions and templates as `<capability>.<field>`:
+    # llm_json's object, formula's inputs and total, regex's matches and count, top-two fields.
+    fields: Mapping[str, Any] | None = None
+    # Taxonomies: the chosen node of each level, from the root; details hold each level's
+    # confidence.
+    path: tuple[str, ...] | None = None
+    # Why the capability did not run for this text (its `when` did not hold, or a dependency
+    # was skipped); the other fields then carry no answer.
+    skipped: str | None = None
+    # Why the output could not be used (e.g. llm_json output that is not valid JSON): an
+    # explicit error for this text, which its dependents skip on. Never cached.
+    error: str | None = None
+
+    @property
+    def answered(self) -> bool:
+        """Whether the result carries an answer (it was neither skipped nor in error)."""
+        return self.skipped is None and self.error is None
+
+    @classmethod
+    def skip(cls, capability: str, version: str, reason: str) -> CapabilityResult:
+        return cls(capability, version, None, 0.0, {}, skipped=reason)
+
+    @classmethod
+    def failed_output(
+        cls, capability: str, version: str, error: str, details: Mapping[str, Any] | None = None
+    ) -> CapabilityResult:
+        return cls(capability, version, None, 0.0, {}, details=dict(details or {}), error=error)
 
 
 def normalise(scores: Mapping[str, float]) -> dict[str, float]:

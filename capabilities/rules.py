@@ -4,13 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from capabilities.conditions import ConditionEvaluationError, parse_condition
 from capabilities.results import CapabilityResult
 from capabilities.spec import CapabilitySpec
-from schemas.capability import ConditionDefinition
+from schemas.capability import ConditionDefinition, RuleCase
 
 
 def _holds(condition: ConditionDefinition, result: CapabilityResult) -> bool:
     return result.label in condition.labels and result.confidence >= condition.min_confidence
+
+
+def _case_holds(
+    case: RuleCase, deps: Mapping[str, CapabilityResult]
+) -> tuple[bool, list[CapabilityResult]]:
+    """Whether the case holds, and the dependency results it reads."""
+    if isinstance(case.when, str):
+        condition = parse_condition(case.when)
+        basis = [deps[name] for name in sorted(condition.names)]
+        try:
+            return condition.holds(deps), basis
+        except ConditionEvaluationError:
+            return False, basis  # e.g. a field this result lacks: the case does not apply
+    basis = [deps[dep] for dep in case.when]
+    return all(_holds(cond, deps[dep]) for dep, cond in case.when.items()), basis
 
 
 def evaluate_rule(spec: CapabilitySpec, deps: Mapping[str, CapabilityResult]) -> CapabilityResult:
@@ -24,8 +40,9 @@ def evaluate_rule(spec: CapabilitySpec, deps: Mapping[str, CapabilityResult]) ->
         raise ValueError(f"capability '{spec.name}' is not a rule")
     label, matched, basis = rule.default, "default", list(deps.values())
     for number, case in enumerate(rule.cases):
-        if all(_holds(cond, deps[dep]) for dep, cond in case.when.items()):
-            label, matched, basis = case.label, f"case {number}", [deps[d] for d in case.when]
+        holds, case_basis = _case_holds(case, deps)
+        if holds:
+            label, matched, basis = case.label, f"case {number}", case_basis
             break
     confidence = min((r.confidence for r in basis), default=1.0)
     probabilities = {name: (1.0 if name == label else 0.0) for name in spec.label_names}

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from capabilities.groups import QuestionGroup
-from schemas.capability import QUESTION_KINDS, CapabilityDefinition, LabelDefinition
+from schemas.capability import (
+    PROMPT_KINDS,
+    QUESTION_KINDS,
+    CapabilityDefinition,
+    LabelDefinition,
+)
 
 
 def short_hash(*parts: str) -> str:
@@ -39,6 +44,11 @@ class CapabilitySpec:
     @property
     def is_question(self) -> bool:
         return self.definition.kind in QUESTION_KINDS
+
+    @property
+    def uses_prompt(self) -> bool:
+        """An LLM prompt kind: laid out in a question group, shared or own."""
+        return self.definition.kind in PROMPT_KINDS
 
     @property
     def model(self) -> str | None:

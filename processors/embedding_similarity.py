@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from capabilities.results import result_from_probabilities
+from capabilities.outputs import single_label_result
 from capabilities.spec import CapabilitySpec
 from processors.base import ItemFailure, ItemOutcome, PerVersion, ProcessorInput, WindowContext
 from processors.engines import Engine
@@ -100,9 +100,8 @@ class EmbeddingSimilarityProcessor:
                 continue
             row, similarity = next(rows)
             outcomes.append(
-                result_from_probabilities(
-                    spec.name,
-                    spec.version,
+                single_label_result(
+                    spec,
                     {name: float(p) for name, p in zip(spec.label_names, row, strict=True)},
                     {"similarity": round(float(similarity.max()), 4)},
                 )

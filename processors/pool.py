@@ -10,11 +10,17 @@ from pathlib import Path
 
 from capabilities.spec import CapabilitySpec
 from processors.base import Processor
+from processors.classifier import ClassifierProcessor
+from processors.embedding_head import EmbeddingHeadProcessor
 from processors.embedding_similarity import EmbeddingSimilarityProcessor
 from processors.engines import Engine, EngineFactory, EngineWork
+from processors.formula import FormulaProcessor
+from processors.json_output import JsonOutputProcessor
 from processors.model_store import resolve_model_path
 from processors.questions.processor import LLMQuestionProcessor
+from processors.regex import RegexProcessor
 from processors.rule import RuleProcessor
+from processors.taxonomy import TaxonomyProcessor
 from schemas.config import ModelConfig, PromptingConfig
 
 log = logging.getLogger(__name__)
@@ -33,8 +39,13 @@ class ProcessorPool:
         self._models_dir = models_dir
         self.factory = factory or EngineFactory()
         self.engines: dict[str, Engine] = {}
-        self._processors: dict[tuple[str, str | None], Processor] = {}
-        self._rule = RuleProcessor()
+        self._processors: dict[tuple[str, str], Processor] = {}
+        # Kinds that use no model: one processor each.
+        self._modelless: dict[str, Processor] = {
+            "rule": RuleProcessor(),
+            "regex": RegexProcessor(),
+            "formula": FormulaProcessor(),
+        }
 
     @property
     def engine_constructions(self) -> int:
@@ -81,21 +92,41 @@ class ProcessorPool:
         return {name: engine.work for name, engine in self.engines.items()}
 
     def processor_for(self, spec: CapabilitySpec) -> Processor:
-        if spec.kind == "rule":
-            return self._rule
+        if spec.kind in self._modelless:
+            return self._modelless[spec.kind]
         if spec.model is None or spec.model not in self.engines:
             raise LookupError(f"capability '{spec.name}': model '{spec.model}' has no engine")
-        # One question processor per engine answers every LLM question kind on it, so that
-        # all the questions about a text can share its prefill.
-        key = ("llm_question" if spec.is_question else spec.kind, spec.model)
+        if spec.is_question:
+            # One question processor per engine answers every LLM question kind on it, so
+            # that all the questions about a text can share its prefill.
+            return self._processor("llm_question", spec.model)
+        if spec.kind == "embedding_similarity" and any(lb.children for lb in spec.labels):
+            return self._processor("taxonomy", spec.model)
+        return self._processor(spec.kind, spec.model)
+
+    def _processor(self, family: str, model: str) -> Processor:
+        key = (family, model)
         processor = self._processors.get(key)
         if processor is None:
-            engine = self.engines[spec.model]
-            if spec.is_question:
-                processor = LLMQuestionProcessor(engine, self._prompting.max_tokens_in_flight)
-            elif spec.kind == "embedding_similarity":
-                processor = EmbeddingSimilarityProcessor(engine)
-            else:
-                raise LookupError(f"capability '{spec.name}': no processor for kind '{spec.kind}'")
+            processor = self._build(family, model)
             self._processors[key] = processor
         return processor
+
+    def _build(self, family: str, model: str) -> Processor:
+        engine = self.engines[model]
+        if family == "llm_question":
+            return LLMQuestionProcessor(engine, self._prompting.max_tokens_in_flight)
+        if family == "llm_json":
+            return JsonOutputProcessor(engine)
+        if family == "classifier":
+            return ClassifierProcessor(engine)
+        if family == "embedding_similarity":
+            return EmbeddingSimilarityProcessor(engine)
+        # These read the text embeddings the window's embedding_similarity capabilities share.
+        similarity = self._processor("embedding_similarity", model)
+        assert isinstance(similarity, EmbeddingSimilarityProcessor)
+        if family == "taxonomy":
+            return TaxonomyProcessor(similarity)
+        if family == "embedding_head":
+            return EmbeddingHeadProcessor(similarity)
+        raise LookupError(f"no processor for kind '{family}'")

@@ -26,13 +26,28 @@ class SingleClassifyRequest(_Request):
 
 
 class CapabilityResultBody(BaseModel):
-    label: str | None = Field(description="The answer; null for a score capability.")
+    label: str | None = Field(description="The answer; null for a score, skipped or error.")
     confidence: float
     probabilities: dict[str, float]
     version: str
-    score: float | None = Field(default=None, description="llm_score: a value in [0, 1].")
+    score: float | None = Field(
+        default=None, description="llm_score, formula, labels with values: a number."
+    )
     labels: list[str] | None = Field(
-        default=None, description="llm_multilabel: the labels that reach their threshold."
+        default=None,
+        description="llm_multilabel: the labels that reach their threshold; regex: matches.",
+    )
+    fields: dict[str, Any] | None = Field(
+        default=None,
+        description="Named output: llm_json's object, formula inputs, regex matches, top two.",
+    )
+    path: list[str] | None = Field(
+        default=None, description="Taxonomy: the chosen node of each level, from the root."
+    )
+    skipped: bool = Field(default=False, description="The capability did not run (see reason).")
+    reason: str | None = Field(default=None, description="Why it was skipped.")
+    error: str | None = Field(
+        default=None, description="Why the output could not be used (e.g. invalid JSON)."
     )
     details: dict[str, Any] = Field(default_factory=dict)
 

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CapabilityKind = Literal[
-    "llm_choice", "llm_multilabel", "llm_score", "embedding_similarity", "rule"
+    "llm_choice",
+    "llm_multilabel",
+    "llm_score",
+    "llm_json",
+    "embedding_similarity",
+    "embedding_head",
+    "classifier",
+    "regex",
+    "formula",
+    "rule",
 ]
 # The kinds that ask an LLM a question about a text, answered in one decode step.
 QUESTION_KINDS = ("llm_choice", "llm_multilabel", "llm_score")
+# The kinds with an LLM prompt (instructions, cue, answer prefix), laid out shared or own.
+PROMPT_KINDS = (*QUESTION_KINDS, "llm_json")
+# Built-in patterns of kind `regex`, each with a validity check beyond the pattern.
+BuiltinPattern = Literal["email", "phone", "credit_card", "iban"]
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 
@@ -28,6 +41,22 @@ class LabelDefinition(_Strict):
     question: str | None = Field(default=None, min_length=1)
     # llm_multilabel: the label is reported when P(yes) / (P(yes) + P(no)) reaches this.
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    # embedding_similarity: the label's sub-labels (a taxonomy). Each level is classified among
+    # the children of the node chosen above it; the result is the path.
+    children: tuple[LabelDefinition, ...] = ()
+    # regex: a Python regular expression, or one of the built-in patterns (with its checks).
+    pattern: str | None = Field(default=None, min_length=1, max_length=2000)
+    builtin: BuiltinPattern | None = None
+    # Single-label kinds: the label's value; when every label has one, the result's score is
+    # the probability-weighted mean of the values (e.g. low: 0.1, medium: 0.5, high: 0.9).
+    value: float | None = None
+
+    @field_validator("children", mode="before")
+    @classmethod
+    def _children_from_strings(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
 
 
 class PromptDefinition(_Strict):
@@ -57,8 +86,9 @@ class ConditionDefinition(_Strict):
 
 
 class RuleCase(_Strict):
-    # Dependency name -> a label, a list of labels, or {labels: [...], min_confidence: x}.
-    when: dict[str, ConditionDefinition] = Field(min_length=1)
+    # Dependency name -> a label, a list of labels, or {labels: [...], min_confidence: x};
+    # or a condition expression, as in a capability's `when` (e.g. "pii.count > 0").
+    when: dict[str, ConditionDefinition] | str = Field(min_length=1)
     label: str
 
     @field_validator("when", mode="before")
@@ -83,12 +113,40 @@ class RuleDefinition(_Strict):
     default: str
 
 
+class TrainingDefinition(_Strict):
+    """embedding_head: where its labeled examples come from, and how the head is fitted."""
+
+    # A JSONL file beside the YAML, one {"text": ..., "label": ...} per line; the labels'
+    # `examples` are used too.
+    data: str | None = Field(default=None, min_length=1)
+    # Inverse regularisation strength of the logistic regression.
+    c: float = Field(default=1.0, gt=0.0)
+    # "balanced": weight classes inversely to their frequency.
+    class_weight: Literal["balanced"] | None = "balanced"
+
+
+class FormulaDefinition(_Strict):
+    """formula: score = clip(sum(weight * input)). An input is `dep` (its score) or
+    `dep.field` (a named field of its result, e.g. `number_of_few_shots.count`)."""
+
+    terms: dict[str, float] = Field(min_length=1)
+    # More inputs reported in the result's fields with no weight.
+    report: tuple[str, ...] = ()
+    # The field that holds the total; default: the capability's name.
+    field: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=64)
+    clip: tuple[float, float] | None = (0.0, 1.0)
+
+
 class CapabilityDefinition(_Strict):
     name: str = Field(pattern=NAME_PATTERN, max_length=64)
     kind: CapabilityKind
     description: str = ""
     model: str | None = None
     depends_on: tuple[str, ...] = ()
+    # A condition over dependency results; the capability runs only for the texts where it
+    # holds, the others get a skipped result. E.g.
+    # "task_type.label in ['Code Generation'] and complexity.prompt_complexity_score > 0.5".
+    when: str | None = Field(default=None, min_length=1, max_length=1000)
     # Every kind but llm_score needs labels: at least two (llm_multilabel: at least one).
     labels: tuple[LabelDefinition, ...] = ()
     prompt: PromptDefinition | None = None
@@ -108,6 +166,22 @@ class CapabilityDefinition(_Strict):
     calibrate: bool = False
     # embedding_similarity: softmax temperature over cosine similarities.
     temperature: float = Field(default=0.05, gt=0.0)
+    # embedding_similarity: how a label's description and examples stand for it: the best
+    # matching one ("nearest") or their mean ("centroid").
+    prototype: Literal["nearest", "centroid"] = "nearest"
+    # Single-label kinds: also report `<name>_1`, `<name>_2` and `<name>_prob` in the result's
+    # fields (seed 000's task_type fields); `<name>_2` is "NA" below second_min.
+    top_two_fields: bool = False
+    second_min: float = Field(default=0.1, ge=0.0, le=1.0)
+    # embedding_head: its training data and settings.
+    training: TrainingDefinition | None = None
+    # llm_json: the JSON schema the output must follow (vLLM structured outputs).
+    output_schema: dict[str, Any] | None = None
+    # llm_json: the most tokens generated; output cut short is an error result.
+    max_tokens: int = Field(default=256, ge=1, le=4096)
+    # llm_json: a top-level string field of the output used as the result's label.
+    label_field: str | None = None
+    formula: FormulaDefinition | None = None
 
     @field_validator("labels", mode="before")
     @classmethod

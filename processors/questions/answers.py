@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from capabilities.results import CapabilityResult, normalise, result_from_probabilities
+from capabilities.outputs import single_label_result
+from capabilities.results import CapabilityResult, normalise
 from capabilities.spec import CapabilitySpec
 
 # vLLM's bound on SamplingParams.logprob_token_ids (vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS).
@@ -115,7 +116,7 @@ def read_choice(
             {label: p / max(prior[label], 1e-6) for label, p in probabilities.items()}
         )
         info["calibrated"] = True
-    return result_from_probabilities(spec.name, spec.version, probabilities, info)
+    return single_label_result(spec, probabilities, info)
 
 
 def read_chosen(
@@ -127,7 +128,7 @@ def read_chosen(
         raise ValueError(f"constrained decoding returned a non-label ({len(label)} chars)")
     probabilities = {name: float(name == label) for name in spec.label_names}
     info = {"scoring": "choice", **(details or {})}
-    return result_from_probabilities(spec.name, spec.version, probabilities, info)
+    return single_label_result(spec, probabilities, info)
 
 
 def yes_probability(tokens: AnswerTokens, step: StepLogprobs) -> float:

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from capabilities.outputs import single_label_result
 from capabilities.registry import CapabilityRegistry
-from capabilities.results import CapabilityResult, result_from_probabilities
+from capabilities.results import CapabilityResult
 from capabilities.rules import evaluate_rule
 from capabilities.spec import CapabilitySpec
 from processors.embedding_similarity import (
@@ -124,7 +125,7 @@ class StandaloneQuestions:
         similarities = unit_vector(text_vector)[np.newaxis, :] @ prototypes.T
         row = similarity_probabilities(spec, owners, similarities)[0]
         probabilities = {name: float(p) for name, p in zip(spec.label_names, row, strict=True)}
-        return result_from_probabilities(spec.name, spec.version, probabilities)
+        return single_label_result(spec, probabilities)
 
     def read_rule(self, capability: str, deps: Mapping[str, CapabilityResult]) -> CapabilityResult:
         return evaluate_rule(self._registry.get(capability), deps)

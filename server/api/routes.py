@@ -56,6 +56,11 @@ def _result_body(result: CapabilityResult) -> CapabilityResultBody:
         version=result.version,
         score=None if result.score is None else round(result.score, 6),
         labels=None if result.labels is None else list(result.labels),
+        fields=None if result.fields is None else dict(result.fields),
+        path=None if result.path is None else list(result.path),
+        skipped=result.skipped is not None,
+        reason=result.skipped,
+        error=result.error,
         details=dict(result.details),
     )
 

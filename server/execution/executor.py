@@ -8,6 +8,10 @@ Capabilities with no dependency between them run at the same time.
 Failures are per text: a text that fails in one capability fails in the capabilities that depend
 on it, and nothing else, so one bad text does not cost the other texts of its window their
 results.
+
+Conditions are applied before a step's texts go to its processor: a text whose `when` does not
+hold, or one of whose dependencies was skipped or gave an error result, gets a skipped result
+and never reaches an engine.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from capabilities.conditions import ConditionEvaluationError, parse_condition
 from capabilities.plan import BatchPlan, CapabilityStep
 from capabilities.registry import CapabilityRegistry
 from capabilities.results import CapabilityResult
@@ -48,6 +53,9 @@ class WindowOutcome:
     failures: dict[str, dict[int, str]] = field(default_factory=dict)
     # capability -> seconds spent in its processor (a group's time is shared out evenly)
     seconds: dict[str, float] = field(default_factory=dict)
+    # capability -> texts skipped before its processor ran (`when` false, or a dependency
+    # skipped or in error): executions the conditions saved.
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def failed_capabilities(self) -> list[str]:
         return [name for name, failed in self.failures.items() if failed]
@@ -121,25 +129,45 @@ class PlanExecutor:
     def _inputs(
         self, plan: BatchPlan, step: CapabilityStep, outcome: WindowOutcome
     ) -> tuple[list[int], list[ProcessorInput]]:
-        """The texts of `step` whose dependencies all succeeded, and their inputs; the others
-        are marked failed."""
+        """The texts of `step` to run, and their inputs. Texts whose dependencies failed are
+        marked failed; texts a condition rules out get a skipped result."""
         spec = self.registry.get(step.capability)
         failures = outcome.failures.setdefault(spec.name, {})
-        outcome.results.setdefault(spec.name, {})
+        results = outcome.results.setdefault(spec.name, {})
         ready: list[int] = []
+        inputs: list[ProcessorInput] = []
         for tid in step.text_ids:
             failed = [dep for dep in spec.depends_on if tid not in outcome.results.get(dep, {})]
             if failed:
                 failures[tid] = f"dependency '{failed[0]}' failed"
-            else:
-                ready.append(tid)
-        inputs = [
-            ProcessorInput(
-                plan.texts[tid], {dep: outcome.results[dep][tid] for dep in spec.depends_on}
-            )
-            for tid in ready
-        ]
+                continue
+            deps = {dep: outcome.results[dep][tid] for dep in spec.depends_on}
+            reason = self._skip_reason(spec, deps)
+            if reason is not None:
+                results[tid] = CapabilityResult.skip(spec.name, spec.version, reason)
+                outcome.skipped[spec.name] = outcome.skipped.get(spec.name, 0) + 1
+                continue
+            ready.append(tid)
+            inputs.append(ProcessorInput(plan.texts[tid], deps))
         return ready, inputs
+
+    @staticmethod
+    def _skip_reason(spec: CapabilitySpec, deps: Mapping[str, CapabilityResult]) -> str | None:
+        """Why the capability does not run on a text with these dependency results, or None."""
+        for name, result in deps.items():
+            if result.skipped is not None:
+                return f"dependency '{name}' was skipped"
+            if result.error is not None:
+                return f"dependency '{name}' gave no usable output ({result.error})"
+        if spec.definition.when is None:
+            return None
+        condition = parse_condition(spec.definition.when)
+        try:
+            if condition.holds(deps):
+                return None
+        except ConditionEvaluationError as exc:
+            return f"condition could not be evaluated: {exc}"
+        return f"condition not met: {spec.definition.when}"
 
     async def _run_batch(
         self, plan: BatchPlan, batch: _Batch, context: WindowContext, outcome: WindowOutcome

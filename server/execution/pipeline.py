@@ -147,7 +147,7 @@ class ClassificationPipeline:
             if self.cache.cacheable(step.capability)
             for results in [outcome.results.get(step.capability, {})]
             for tid in step.text_ids
-            if tid in results
+            if tid in results and results[tid].error is None
         }
         await self.cache.store(fresh)
 

@@ -44,6 +44,8 @@ class CapabilityCounters:
     texts: int = 0
     engine_seconds: float = 0.0
     errors: int = 0
+    # Texts a condition (or a skipped dependency) kept from running: executions saved.
+    skipped: int = 0
 
 
 class ServerStats:
@@ -61,6 +63,7 @@ class ServerStats:
         self.windows = 0
         self.capability_executions = 0
         self.naive_equivalent_executions = 0
+        self.condition_skips = 0
         self.capabilities: dict[str, CapabilityCounters] = {}
         self.queue_wait = LatencySamples()
         self.latency = LatencySamples()
@@ -77,6 +80,9 @@ class ServerStats:
             counters.executions += 1
             counters.texts += len(step.text_ids)
             counters.engine_seconds += seconds.get(step.capability, 0.0)
+        for name, skipped in report.outcome.skipped.items():
+            self.capabilities.setdefault(name, CapabilityCounters()).skipped += skipped
+            self.condition_skips += skipped
         for name in report.outcome.failed_capabilities():
             self.capabilities.setdefault(name, CapabilityCounters()).errors += 1
         self.queue_wait.extend(report.queue_waits_ms)
@@ -108,6 +114,8 @@ class ServerStats:
             "capability_executions": self.capability_executions,
             "naive_equivalent_executions": self.naive_equivalent_executions,
             "naive_to_actual_ratio": round(ratio, 3) if ratio else None,
+            # (capability, text) executions conditions saved: skipped before any engine call.
+            "executions_saved_by_conditions": self.condition_skips,
             "queue_wait_ms": self.queue_wait.percentiles(),
             "latency_ms": self.latency.percentiles(),
             "capabilities": {
@@ -119,6 +127,7 @@ class ServerStats:
                     else None,
                     "engine_seconds": round(c.engine_seconds, 3),
                     "errors": c.errors,
+                    "skipped_by_condition": c.skipped,
                 }
                 for name, c in sorted(self.capabilities.items())
             },

@@ -252,12 +252,12 @@ def test_question_kind_rules(write_capabilities: Write):
             choice("two", prompt=None),
         )
     )
-    assert "kind 'llm_score' answers on its scale and takes no labels" in message
+    assert "capability 'reasoning': kind 'llm_score' takes no labels" in message
     assert "labels ['x'] need a `question`" in message
     assert "capability 'empty': kind 'llm_multilabel' needs at least one label" in message
     assert "capability 'one': kind 'llm_choice' needs at least two labels" in message
-    assert "capability 'e': group is only used by LLM question kinds" in message
-    assert "capability 'two': kind 'llm_choice' needs a prompt" in message
+    assert "capability 'e': group is only used by kind(s) llm_choice," in message
+    assert "capability 'two': kind 'llm_choice' needs `prompt`" in message
 
 
 def test_a_group_has_one_model(write_capabilities: Write):

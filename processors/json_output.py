@@ -1,0 +1,22 @@
+"""The `llm_json` processor: LLM output that follows a JSON schema (vLLM structured outputs)."""
+# Placeholder: being built.
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from capabilities.spec import CapabilitySpec
+from processors.base import ItemOutcome, ProcessorInput, WindowContext
+
+
+class JsonOutputProcessor:
+    kind = "llm_json"
+
+    def __init__(self, *args: Any) -> None:
+        self._args = args
+
+    async def run(
+        self, spec: CapabilitySpec, inputs: Sequence[ProcessorInput], context: WindowContext
+    ) -> Sequence[ItemOutcome]:
+        raise NotImplementedError(f"kind '{spec.kind}' is not built yet")
