@@ -24,7 +24,7 @@ from bench.report import summarise_ablation
 from bench.servers import running, start_capserve, wait_healthy
 from bench.sizes import Sizes, phase_workload, resolve_sizes, workload_name
 from capabilities.registry import CapabilityRegistry
-from server.runtime import model_fingerprints
+from server.registry_loading import model_fingerprints
 from server.settings import load_config
 
 LEVERS: dict[str, dict[str, str]] = {

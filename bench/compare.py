@@ -49,7 +49,7 @@ from bench.workload import BenchRequest
 from capabilities.registry import CapabilityRegistry
 from processors.questions.standalone import StandaloneQuestions
 from schemas.config import CapServeConfig
-from server.runtime import model_fingerprints
+from server.registry_loading import model_fingerprints
 from server.settings import load_config
 
 CAPSERVE, PEER = "capserve", "vllm-serve"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -18,7 +18,7 @@ from capabilities.kind_checks import (
 )
 from capabilities.spec import CapabilitySpec, short_hash
 from capabilities.templates import TemplateProblem, check_renders, compile_template
-from schemas.capability import CapabilityDefinition
+from schemas.capability import CapabilityDefinition, LabelDefinition
 from schemas.config import PromptingConfig
 
 # Which model runner each kind needs; None: the kind uses no model.
@@ -270,18 +270,48 @@ def _finalise(
     return done
 
 
+def _with_model_labels(
+    spec: CapabilitySpec, model_labels: Mapping[str, Sequence[str]]
+) -> tuple[CapabilitySpec, list[str]]:
+    """A classifier's labels are its model's (config.json id2label): filled in when the YAML
+    lists none, checked against the model's when it does."""
+    if spec.kind != "classifier" or spec.model is None:
+        return spec, []
+    where = _where(spec.source, spec.name)
+    known = tuple(model_labels.get(spec.model, ()))
+    if not spec.labels:
+        if len(known) < 2:
+            return spec, [f"{where}: model '{spec.model}' names no labels (id2label); list them"]
+        labels = tuple(LabelDefinition(name=name) for name in known)
+        definition = spec.definition.model_copy(update={"labels": labels})
+        return CapabilitySpec.from_definition(definition, spec.source), []
+    if known and tuple(spec.label_names) != known:
+        return spec, [
+            f"{where}: labels {list(spec.label_names)} differ from model '{spec.model}' "
+            f"labels {list(known)} (same names, in the model's order)"
+        ]
+    if len(spec.labels) < 2:
+        return spec, [f"{where}: kind 'classifier' needs at least two labels"]
+    return spec, []
+
+
 def load_capabilities(
     directory: Path,
     model_runners: Mapping[str, str],
     model_fingerprints: Mapping[str, str] | None = None,
     prompting: PromptingConfig | None = None,
+    model_labels: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, CapabilitySpec]:
     """All capabilities of `directory`, checked; raises CapabilityConfigError with every problem.
 
     `model_fingerprints` (model name -> what of its configuration changes outputs) and
-    `prompting` (the server's question layout settings) go into every version."""
+    `prompting` (the server's question layout settings) go into every version; `model_labels`
+    (model name -> the labels a classification model was trained with) are a classifier's."""
     prompting = prompting or PromptingConfig()
     specs, problems = read_definitions(directory)
+    labelled = [_with_model_labels(spec, model_labels or {}) for spec in specs]
+    specs = [spec for spec, _ in labelled]
+    problems += [problem for _, found in labelled for problem in found]
     by_name: dict[str, CapabilitySpec] = {}
     for spec in specs:
         if spec.name in by_name:

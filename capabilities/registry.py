@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from capabilities.loader import load_capabilities
@@ -33,8 +33,11 @@ class CapabilityRegistry:
         model_runners: Mapping[str, str],
         model_fingerprints: Mapping[str, str] | None = None,
         prompting: PromptingConfig | None = None,
+        model_labels: Mapping[str, Sequence[str]] | None = None,
     ) -> CapabilityRegistry:
-        return cls(load_capabilities(directory, model_runners, model_fingerprints, prompting))
+        return cls(
+            load_capabilities(directory, model_runners, model_fingerprints, prompting, model_labels)
+        )
 
     def _topological_order(self) -> list[str]:
         """Dependencies before dependents; ties broken by name, so the order is stable."""

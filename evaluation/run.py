@@ -36,7 +36,8 @@ from evaluation.report import CapabilityReport, EvalReport, RowError, format_rep
 from processors.model_store import ModelNotReadyError
 from schemas.config import CapServeConfig
 from server.execution.pipeline import CapabilityFailedError
-from server.runtime import Pool, RequestTimeoutError, Runtime, model_fingerprints
+from server.registry_loading import model_fingerprints
+from server.runtime import Pool, RequestTimeoutError, Runtime
 from server.settings import load_config
 from server.validation import RequestRejectedError
 

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from schemas.config import CapServeConfig
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_PREFIX = "embedded:"
@@ -180,3 +182,9 @@ def prepare_model(source: str, models_dir: Path) -> Path | None:
     if not source.startswith(EMBEDDED_PREFIX):
         return None
     return _embedded(source).prepare(models_dir)
+
+
+def classifier_labels(config: CapServeConfig) -> dict[str, tuple[str, ...]]:
+    """Model name -> the labels of a sequence-classification model (its config.json id2label),
+    for the models that have them. Placeholder: being built (returns none yet)."""
+    return {}

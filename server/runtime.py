@@ -30,6 +30,7 @@ from server.execution.pipeline import (
     JobResult,
 )
 from server.observability.stats import ServerStats
+from server.registry_loading import load_registry
 from server.validation import check_request
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,6 @@ class RequestTimeoutError(Exception):
 
 
 WARMUP_TEXT = "capserve warm-up: is this text about anything at all?"
-
-
-def model_fingerprints(config: CapServeConfig) -> dict[str, str]:
-    """What of each model's configuration can change a capability's output."""
-    return {
-        name: f"{m.source}|{m.dtype}|block={m.block_size}|len={m.max_model_len}|{m.engine_args}"
-        for name, m in config.models.items()
-    }
 
 
 class Pool(ProcessorSource, Protocol):
@@ -92,10 +85,7 @@ class Runtime:
     @classmethod
     def build(cls, config: CapServeConfig, pool: Pool | None = None) -> Runtime:
         """Loads and checks the capabilities; with no pool given, one with real vLLM engines."""
-        runners = {name: model.runner for name, model in config.models.items()}
-        registry = CapabilityRegistry.from_directory(
-            config.capabilities_dir, runners, model_fingerprints(config), config.prompting
-        )
+        registry = load_registry(config)
         if pool is None:
             assert config.models_dir is not None
             apply_engine_env(config.engine_env)

@@ -24,7 +24,7 @@ from processors.questions.answers import (
 from processors.questions.layout import build_layout, cues
 from processors.questions.standalone import StandaloneQuestions
 from schemas.config import PromptingConfig
-from server.runtime import model_fingerprints
+from server.registry_loading import model_fingerprints
 from server.settings import load_config
 
 REPO = Path(__file__).resolve().parents[2]
