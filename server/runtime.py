@@ -1,4 +1,5 @@
-"""Assembles the server from its configuration: registry, processor pool, pipeline, dispatchers.
+"""Assembles the server from its configuration: capability set, processor pool, pipeline,
+dispatchers; and puts a reloaded capability set in force.
 
 `Runtime.classify` is also the in-process API for batch jobs:
 
@@ -13,16 +14,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from capabilities.plan import WorkItem, build_plan
+from capabilities.loader import CapabilityConfigError
+from capabilities.plan import WorkItem
 from capabilities.registry import CapabilityRegistry
 from processors.engines import EngineWork, apply_engine_env
 from processors.pool import ProcessorPool
 from schemas.config import CapServeConfig
 from server.batching.dispatch import BatchedDispatcher, Dispatcher, NaiveDispatcher
-from server.caching.factory import build_result_lookup
-from server.execution.executor import PlanExecutor, ProcessorSource
+from server.caching.factory import build_result_lookup, exclude_problem
+from server.caching.lookup import ResultLookup
+from server.execution.capability_set import CapabilitySet, SetChanges
+from server.execution.executor import ProcessorSource
 from server.execution.pipeline import (
     CapabilityFailedError,
     ClassificationPipeline,
@@ -43,6 +48,16 @@ class RequestTimeoutError(Exception):
 WARMUP_TEXT = "capserve warm-up: is this text about anything at all?"
 
 
+@dataclass(frozen=True)
+class ReloadReport:
+    # The new set is in force (false for a dry run).
+    reloaded: bool
+    dry_run: bool
+    # How many capabilities the new set holds.
+    capabilities: int
+    changes: SetChanges
+
+
 class Pool(ProcessorSource, Protocol):
     async def start(self) -> None: ...
 
@@ -59,17 +74,13 @@ class Pool(ProcessorSource, Protocol):
 class Runtime:
     def __init__(self, config: CapServeConfig, registry: CapabilityRegistry, pool: Pool) -> None:
         self.config = config
-        self.registry = registry
         self.pool = pool
-        self.cache = build_result_lookup(config.cache, registry)
-        self.stats = ServerStats(cache=self.cache)
-        self.pipeline = ClassificationPipeline(
-            registry,
-            PlanExecutor(registry, pool),
-            observers=[self.stats],
-            cache=self.cache,
-            dedup=config.batching.dedup,
-        )
+        cache = build_result_lookup(config.cache, registry)
+        # The cache counters are the same whatever set keys the results: the stats keep the first.
+        self.stats = ServerStats(cache=cache)
+        # Replaced whole, by one assignment, when a reload puts a new set in force.
+        self.capability_set = CapabilitySet.build(registry, pool, cache)
+        self.pipeline = ClassificationPipeline(observers=[self.stats], dedup=config.batching.dedup)
         batching = config.batching
         self.dispatchers: dict[str, Dispatcher] = {
             "batched": BatchedDispatcher(
@@ -81,6 +92,18 @@ class Runtime:
             "naive": NaiveDispatcher(self.pipeline),
         }
         self.started = False
+        self._reload_lock = asyncio.Lock()
+        self._warm_ups: set[asyncio.Task[None]] = set()
+
+    @property
+    def registry(self) -> CapabilityRegistry:
+        """The capabilities in force now."""
+        return self.capability_set.registry
+
+    @property
+    def cache(self) -> ResultLookup | None:
+        """The result cache, keyed by the versions in force now."""
+        return self.capability_set.cache
 
     @classmethod
     def build(cls, config: CapServeConfig, pool: Pool | None = None) -> Runtime:
@@ -110,19 +133,82 @@ class Runtime:
 
     async def _warm_up(self) -> None:
         """Runs every capability once, outside the stats; a failure stops the start-up."""
-        plan = build_plan(self.registry, [WorkItem((WARMUP_TEXT,), tuple(self.registry.names()))])
-        outcome = await self.pipeline.executor.run(plan)
-        failed = sorted(
+        names = self.registry.names()
+        failed = await self._run_once(self.capability_set, names)
+        if failed:
+            raise RuntimeError(f"warm-up failed: {'; '.join(failed)}")
+        log.info("warm-up done: %d capabilities ran once", len(names))
+
+    @staticmethod
+    async def _run_once(capability_set: CapabilitySet, names: Sequence[str]) -> list[str]:
+        """Runs `names` and their dependencies once on a fixed text, outside the stats and the
+        cache; returns what failed (capability names and exception types, never text)."""
+        plan = capability_set.plan([WorkItem((WARMUP_TEXT,), tuple(names))])
+        outcome = await capability_set.executor.run(plan)
+        return sorted(
             f"capability '{name}' failed: {reason}"
             for name, failures in outcome.failures.items()
             for reason in failures.values()
         )
+
+    async def reload(self, dry_run: bool = False) -> ReloadReport:
+        """Re-reads the capabilities folder and checks the new set as a whole; unless `dry_run`,
+        puts it in force for the requests that arrive from now on (windows in flight finish on
+        the set their requests were accepted under).
+
+        Raises CapabilityConfigError with every problem; the current set then stays in force.
+        Reloads run one at a time, so each compares against the set the one before left.
+        """
+        async with self._reload_lock:
+            registry = await asyncio.to_thread(self._load_checked)
+            current = self.capability_set
+            new_versions = {spec.name: spec.version for spec in registry.specs()}
+            changes = SetChanges.between(current.versions(), new_versions)
+            if not dry_run:
+                self.capability_set = current.successor(registry)
+                log.info(
+                    "capability set %d in force: %d capabilities, %d added, %d removed, %d changed",
+                    self.capability_set.generation,
+                    len(new_versions),
+                    len(changes.added),
+                    len(changes.removed),
+                    len(changes.changed),
+                )
+                self._warm_up_in_background(self.capability_set, changes.to_warm_up)
+            return ReloadReport(not dry_run, dry_run, len(new_versions), changes)
+
+    def _load_checked(self) -> CapabilityRegistry:
+        """The set the folder holds now, checked as at start-up (blocking: file reads)."""
+        registry = load_registry(self.config)
+        problem = exclude_problem(self.config.cache, registry)
+        if self.config.cache.enabled and problem is not None:
+            raise CapabilityConfigError([problem])
+        return registry
+
+    def _warm_up_in_background(self, capability_set: CapabilitySet, names: Sequence[str]) -> None:
+        """Runs the capabilities a reload added or changed once, so that their first request
+        finds their per-version state built; no request waits for it."""
+        if not names or not self.started or not self.config.server.warmup:
+            return
+        task = asyncio.create_task(self._warm_up_reloaded(capability_set, names))
+        self._warm_ups.add(task)
+        task.add_done_callback(self._warm_ups.discard)
+
+    async def _warm_up_reloaded(self, capability_set: CapabilitySet, names: Sequence[str]) -> None:
+        try:
+            failed = await self._run_once(capability_set, names)
+        except Exception as exc:  # a warm-up never fails anything but itself
+            failed = [f"warm-up stopped: {type(exc).__name__}"]
         if failed:
-            raise RuntimeError(f"warm-up failed: {'; '.join(failed)}")
-        log.info("warm-up done: %d capabilities ran once", len(plan.steps))
+            log.warning("warm-up after reload: %s", "; ".join(failed))
+        else:
+            log.info("warm-up after reload done: %d capabilities ran once", len(names))
 
     async def stop(self) -> None:
         self.started = False
+        for task in self._warm_ups:
+            task.cancel()
+        await asyncio.gather(*self._warm_ups, return_exceptions=True)
         grace = self.config.limits.request_timeout_s  # no accepted request waits longer anyway
         for dispatcher in self.dispatchers.values():
             await dispatcher.close(grace)
@@ -148,8 +234,9 @@ class Runtime:
         RequestTimeoutError after `limits.request_timeout_s`.
         """
         check_request(texts, capabilities, self.config.limits, text_field)
-        self.registry.check_known(capabilities)
-        job = ClassifyJob(tuple(texts), tuple(capabilities), include_dependencies)
+        capability_set = self.capability_set  # the request is bound to the set in force now
+        capability_set.registry.check_known(capabilities)
+        job = ClassifyJob(capability_set, tuple(texts), tuple(capabilities), include_dependencies)
         timeout = self.config.limits.request_timeout_s
         ok = False
         try:

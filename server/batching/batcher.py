@@ -13,6 +13,10 @@ Two policies:
 
 `window_seconds=0` gathers nothing: every submission is a window of its own.
 
+`group_of` keeps submissions of different groups apart (the server groups requests by the
+capability set they are bound to): a submission of another group than the open window's seals
+that window and opens the next one, so every window holds one group.
+
 A submission is never split across windows. Every submission's future is resolved: with its
 result, or with the error that stopped it. The batcher knows nothing of capabilities, prompts
 or engines.
@@ -23,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -56,9 +60,14 @@ class _Pending(Generic[Item, Result]):
 
 @dataclass
 class _Window(Generic[Item, Result]):
+    group: Hashable
     entries: list[_Pending[Item, Result]] = field(default_factory=list)
     size: int = 0
     timer: asyncio.TimerHandle | None = None
+
+
+def _one_group(_item: Any) -> Hashable:
+    return None
 
 
 class RequestBatcher(Generic[Item, Result]):
@@ -69,6 +78,7 @@ class RequestBatcher(Generic[Item, Result]):
         max_size: int = 512,
         size_of: Callable[[Item], int] = lambda _item: 1,
         max_running: int | None = None,
+        group_of: Callable[[Item], Hashable] = _one_group,
     ) -> None:
         if window_seconds < 0:
             raise ValueError(f"window_seconds must be >= 0, got {window_seconds!r}")
@@ -81,6 +91,7 @@ class RequestBatcher(Generic[Item, Result]):
         self._max_size = max_size
         self._size_of = size_of
         self._max_running = max_running
+        self._group_of = group_of
         self._open: _Window[Item, Result] | None = None
         self._sealed: deque[_Window[Item, Result]] = deque()
         self._running: set[asyncio.Task[None]] = set()
@@ -93,11 +104,14 @@ class RequestBatcher(Generic[Item, Result]):
             raise BatcherClosedError("the batcher is closed; the server is shutting down")
         loop = asyncio.get_running_loop()
         size = self._size_of(item)
-        if self._open is not None and self._open.size + size > self._max_size:
-            self._seal()  # the new item would overflow this window: it opens the next one
+        group = self._group_of(item)
+        if self._open is not None and (
+            self._open.size + size > self._max_size or self._open.group != group
+        ):
+            self._seal()  # the new item would overflow this window or mix groups: it opens the next
         window = self._open
         if window is None:
-            window = self._open = _Window()
+            window = self._open = _Window(group)
             if self._window_seconds > 0:
                 window.timer = loop.call_later(self._window_seconds, self._on_timeout, window)
         pending: _Pending[Item, Result] = _Pending(item, loop.create_future())

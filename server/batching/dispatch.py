@@ -52,6 +52,7 @@ class BatchedDispatcher:
             max_texts,
             size_of=lambda job: len(job.texts),
             max_running=max_running,
+            group_of=lambda job: job.capability_set,  # a window runs on one capability set
         )
 
     async def submit(self, job: ClassifyJob) -> JobResult:

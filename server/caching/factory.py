@@ -19,6 +19,17 @@ from server.settings import ConfigError
 log = logging.getLogger(__name__)
 
 
+def exclude_problem(config: CacheConfig, registry: CapabilityRegistry) -> str | None:
+    """What is wrong with `cache.exclude` for this capability set (checked again on reload)."""
+    unknown = sorted(set(config.exclude) - set(registry.names()))
+    if not unknown:
+        return None
+    return (
+        f"cache.exclude: unknown capability {', '.join(repr(n) for n in unknown)}; "
+        f"valid capabilities: {', '.join(registry.names())}"
+    )
+
+
 def build_result_lookup(
     config: CacheConfig,
     registry: CapabilityRegistry,
@@ -28,12 +39,9 @@ def build_result_lookup(
     if not config.enabled:
         return None
     env = os.environ if environ is None else environ
-    unknown = sorted(set(config.exclude) - set(registry.names()))
-    if unknown:
-        raise ConfigError(
-            f"cache.exclude: unknown capability {', '.join(repr(n) for n in unknown)}; "
-            f"valid capabilities: {', '.join(registry.names())}"
-        )
+    problem = exclude_problem(config, registry)
+    if problem is not None:
+        raise ConfigError(problem)
     secret = env.get(config.secret_env, "").encode("utf-8")
     if not secret:
         secret = secrets.token_bytes(32)

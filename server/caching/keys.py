@@ -32,6 +32,11 @@ class CacheKeys:
         self._registry = registry
         self._secret = secret
 
+    def for_registry(self, registry: CapabilityRegistry) -> CacheKeys:
+        """Keys under the same secret for another capability set (after a reload): a text's
+        digest stays the same, versions come from `registry`."""
+        return CacheKeys(registry, self._secret)
+
     def text_digest(self, text: str) -> str:
         """The keyed hash of a text (hex); the same for every capability."""
         return hmac.new(self._secret, text.encode("utf-8"), hashlib.sha256).hexdigest()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+from capabilities.registry import CapabilityRegistry
 from capabilities.results import CapabilityResult
 from server.caching.keys import CacheKey, CacheKeys
 from server.caching.result_cache import ResultCache
@@ -22,6 +23,10 @@ class ResultLookup:
         self.keys = keys
         self.cache = cache
         self.exclude = frozenset(exclude)
+
+    def for_registry(self, registry: CapabilityRegistry) -> ResultLookup:
+        """The lookup of another capability set: same storage, keys by `registry`'s versions."""
+        return ResultLookup(self.keys.for_registry(registry), self.cache, self.exclude)
 
     def cacheable(self, capability: str) -> bool:
         return capability not in self.exclude

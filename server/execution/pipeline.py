@@ -1,4 +1,8 @@
-"""One window, start to end: plan it, execute it, split the results back per request."""
+"""One window, start to end: plan it, execute it, split the results back per request.
+
+A request carries the capability set it was accepted under (see capability_set.py); a window
+holds requests of one set and runs entirely on it, whatever set is current by then.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from capabilities.plan import BatchPlan, KnownResults, PlannedRequest, WorkItem, build_plan
-from capabilities.registry import CapabilityRegistry
+from capabilities.plan import BatchPlan, KnownResults, PlannedRequest, WorkItem
 from capabilities.results import CapabilityResult
-from server.caching.lookup import Pair, ResultLookup
-from server.execution.executor import PlanExecutor, WindowOutcome
+from server.caching.lookup import Pair
+from server.execution.capability_set import CapabilitySet
+from server.execution.executor import WindowOutcome
 from server.execution.observers import WindowObserver, WindowReport
 
 _window_ids = itertools.count(1)
@@ -19,6 +23,8 @@ _window_ids = itertools.count(1)
 
 @dataclass(frozen=True)
 class ClassifyJob:
+    # The set current when the request arrived: it was validated against it and runs on it.
+    capability_set: CapabilitySet
     texts: tuple[str, ...]
     capabilities: tuple[str, ...]
     include_dependencies: bool = False
@@ -60,6 +66,16 @@ class Arrival:
     executions_saved: int = 0
 
 
+def window_set(jobs: Sequence[ClassifyJob]) -> CapabilitySet:
+    """The one capability set a window's requests are bound to."""
+    sets = {id(job.capability_set): job.capability_set for job in jobs}
+    if len(sets) != 1:
+        # The batcher never merges requests of two sets: this is a bug, not a bad request.
+        raise RuntimeError(f"a window must hold requests of one capability set, not {len(sets)}")
+    (capability_set,) = sets.values()
+    return capability_set
+
+
 class CapabilityFailedError(Exception):
     """A capability the request needs failed on one of its texts."""
 
@@ -74,45 +90,38 @@ class CapabilityFailedError(Exception):
 
 
 class ClassificationPipeline:
-    def __init__(
-        self,
-        registry: CapabilityRegistry,
-        executor: PlanExecutor,
-        observers: Sequence[WindowObserver] = (),
-        cache: ResultLookup | None = None,
-        dedup: bool = True,
-    ) -> None:
-        self.registry = registry
-        self.executor = executor
+    def __init__(self, observers: Sequence[WindowObserver] = (), dedup: bool = True) -> None:
         self.observers = list(observers)
-        self.cache = cache
         self.dedup = dedup
 
-    def _returned(self, job: ClassifyJob) -> tuple[str, ...]:
+    @staticmethod
+    def _returned(job: ClassifyJob) -> tuple[str, ...]:
         if job.include_dependencies:
-            return tuple(self.registry.resolve(job.capabilities))
+            return tuple(job.capability_set.registry.resolve(job.capabilities))
         return job.capabilities
 
     async def on_arrival(self, job: ClassifyJob) -> Arrival:
         """Looks up every result the request must return; answers it when all are cached."""
-        if self.cache is None:
+        cache = job.capability_set.cache
+        if cache is None:
             return Arrival(job)
         returned = self._returned(job)
         unique = dict.fromkeys(job.texts)
-        found = await self.cache.find((name, text) for text in unique for name in returned)
+        found = await cache.find((name, text) for text in unique for name in returned)
         if len(found) < len(unique) * len(returned):
             return Arrival(replace(job, known=found))
         per_text = [{name: found[(name, text)] for name in returned} for text in job.texts]
-        closure = self.registry.resolve(job.capabilities)
+        closure = job.capability_set.registry.resolve(job.capabilities)
         return Arrival(job, JobResult(per_text, None, True), len(closure) * len(unique))
 
     async def _known_results(
-        self, jobs: Sequence[ClassifyJob], items: Sequence[WorkItem]
+        self, capability_set: CapabilitySet, jobs: Sequence[ClassifyJob]
     ) -> dict[Pair, CapabilityResult]:
         """Cached results for what the window must return; for each miss, its dependencies are
         looked up in turn, so a cached dependency is never recomputed."""
         known: dict[Pair, CapabilityResult] = {}
-        if self.cache is None:
+        cache, registry = capability_set.cache, capability_set.registry
+        if cache is None:
             return known
         for job in jobs:
             known.update(job.known)
@@ -126,40 +135,45 @@ class ClassificationPipeline:
         }
         while frontier:
             seen |= frontier
-            found = await self.cache.find(frontier)
+            found = await cache.find(frontier)
             known.update(found)
             frontier = {
                 (dep, text)
                 for name, text in frontier
                 if (name, text) not in found
-                for dep in self.registry.get(name).depends_on
+                for dep in registry.get(name).depends_on
                 if (dep, text) not in seen
             }
         return known
 
-    async def _store_fresh(self, plan: BatchPlan, outcome: WindowOutcome) -> None:
+    @staticmethod
+    async def _store_fresh(
+        capability_set: CapabilitySet, plan: BatchPlan, outcome: WindowOutcome
+    ) -> None:
         """Caches the results the window computed (never its failures)."""
-        if self.cache is None:
+        cache = capability_set.cache
+        if cache is None:
             return
         fresh = {
             (step.capability, plan.texts[tid]): results[tid]
             for step in plan.steps
-            if self.cache.cacheable(step.capability)
+            if cache.cacheable(step.capability)
             for results in [outcome.results.get(step.capability, {})]
             for tid in step.text_ids
             if tid in results and results[tid].error is None
         }
-        await self.cache.store(fresh)
+        await cache.store(fresh)
 
     async def run_window(
         self, jobs: Sequence[ClassifyJob], mode: str
     ) -> list[JobResult | BaseException]:
         started = time.monotonic()
+        capability_set = window_set(jobs)
         items = [WorkItem(j.texts, j.capabilities, j.include_dependencies) for j in jobs]
-        known = await self._known_results(jobs, items)
-        plan = build_plan(self.registry, items, known, self.dedup)
-        outcome = await self.executor.run(plan, plan.known)
-        await self._store_fresh(plan, outcome)
+        known = await self._known_results(capability_set, jobs)
+        plan = capability_set.plan(items, known, self.dedup)
+        outcome = await capability_set.executor.run(plan, plan.known)
+        await self._store_fresh(capability_set, plan, outcome)
         report = WindowReport(
             plan, outcome, mode, [(started - job.submitted_at) * 1000 for job in jobs]
         )
@@ -174,14 +188,19 @@ class ClassificationPipeline:
             capability_executions=plan.capability_executions,
             naive_equivalent_executions=plan.naive_equivalent_executions,
         )
-        return [self._split(plan, outcome, i, info) for i in range(len(jobs))]
+        return [self._split(capability_set, plan, outcome, i, info) for i in range(len(jobs))]
 
     def _split(
-        self, plan: BatchPlan, outcome: WindowOutcome, index: int, info: WindowInfo
+        self,
+        capability_set: CapabilitySet,
+        plan: BatchPlan,
+        outcome: WindowOutcome,
+        index: int,
+        info: WindowInfo,
     ) -> JobResult | BaseException:
         planned = plan.requests[index]
         for position, tid in enumerate(planned.text_ids):
-            needed = self._needed(plan, planned, tid)
+            needed = self._needed(capability_set, plan, planned, tid)
             for name in planned.closure:
                 reason = outcome.failures.get(name, {}).get(tid) if name in needed else None
                 if reason is not None:
@@ -192,7 +211,10 @@ class ClassificationPipeline:
         ]
         return JobResult(per_text=per_text, window=info)
 
-    def _needed(self, plan: BatchPlan, planned: PlannedRequest, tid: int) -> set[str]:
+    @staticmethod
+    def _needed(
+        capability_set: CapabilitySet, plan: BatchPlan, planned: PlannedRequest, tid: int
+    ) -> set[str]:
         """What the request needed for one text: what it returns, and the dependencies of
         every result among those that was not known."""
         needed: set[str] = set()
@@ -202,5 +224,5 @@ class ClassificationPipeline:
             if name not in needed:
                 needed.add(name)
                 if not plan.is_known(name, tid):
-                    stack.extend(self.registry.get(name).depends_on)
+                    stack.extend(capability_set.registry.get(name).depends_on)
         return needed

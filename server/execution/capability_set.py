@@ -1,0 +1,91 @@
+"""CapabilitySet: one capability set and everything built from it, as one immutable value.
+
+A hot reload builds a new set beside the old one and replaces the runtime's current set with a
+single assignment. Every request is bound to the set current when it arrives and every window
+runs entirely on the set of its requests, so a window never mixes versions, windows in flight
+finish on the old set, and the result cache keys each result by the versions of its own set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from capabilities.plan import BatchPlan, KnownResults, WorkItem, build_plan
+from capabilities.registry import CapabilityRegistry
+from server.caching.lookup import ResultLookup
+from server.execution.executor import PlanExecutor, ProcessorSource
+
+
+# eq=False: two sets are the same set only if they are the same object (the batcher groups
+# windows by set), however alike their contents.
+@dataclass(frozen=True, eq=False)
+class CapabilitySet:
+    registry: CapabilityRegistry
+    executor: PlanExecutor
+    # The result cache, keyed by this set's versions; None when the cache is off.
+    cache: ResultLookup | None
+    # 1 for the set loaded at start-up, one more for each set a reload puts in force.
+    generation: int = 1
+
+    @classmethod
+    def build(
+        cls,
+        registry: CapabilityRegistry,
+        processors: ProcessorSource,
+        cache: ResultLookup | None,
+        generation: int = 1,
+    ) -> CapabilitySet:
+        """The set of `registry`; `cache` may be keyed by another set: only its storage is
+        shared."""
+        keyed = None if cache is None else cache.for_registry(registry)
+        return cls(registry, PlanExecutor(registry, processors), keyed, generation)
+
+    def successor(self, registry: CapabilityRegistry) -> CapabilitySet:
+        """The set of `registry`, on the same processors and cache storage, one generation on."""
+        return CapabilitySet.build(
+            registry, self.executor.processors, self.cache, self.generation + 1
+        )
+
+    def plan(
+        self, items: Sequence[WorkItem], known: KnownResults | None = None, dedup: bool = True
+    ) -> BatchPlan:
+        return build_plan(self.registry, items, known, dedup)
+
+    def versions(self) -> dict[str, str]:
+        return {spec.name: spec.version for spec in self.registry.specs()}
+
+
+@dataclass(frozen=True)
+class VersionChange:
+    name: str
+    old_version: str
+    new_version: str
+
+
+@dataclass(frozen=True)
+class SetChanges:
+    """How one capability set differs from another, by name and version."""
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[VersionChange, ...]
+    unchanged: int
+
+    @classmethod
+    def between(cls, old: Mapping[str, str], new: Mapping[str, str]) -> SetChanges:
+        """`old` and `new` map each capability's name to its version."""
+        kept = sorted(set(old) & set(new))
+        return cls(
+            added=tuple(sorted(set(new) - set(old))),
+            removed=tuple(sorted(set(old) - set(new))),
+            changed=tuple(
+                VersionChange(name, old[name], new[name]) for name in kept if old[name] != new[name]
+            ),
+            unchanged=sum(1 for name in kept if old[name] == new[name]),
+        )
+
+    @property
+    def to_warm_up(self) -> tuple[str, ...]:
+        """The capabilities whose new versions have not run yet."""
+        return tuple(sorted([*self.added, *(c.name for c in self.changed)]))
