@@ -120,3 +120,19 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class VersionChangeBody(BaseModel):
+    name: str
+    old_version: str
+    new_version: str
+
+
+class ReloadResponse(BaseModel):
+    reloaded: bool = Field(description="The new capability set is in force (false: dry run).")
+    dry_run: bool
+    capabilities: int = Field(description="How many capabilities the new set holds.")
+    added: list[str]
+    removed: list[str]
+    changed: list[VersionChangeBody]
+    unchanged: int

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from server.api import admin
 from server.api.errors import install_error_handlers
 from server.api.routes import router
 from server.runtime import Runtime
@@ -25,4 +26,5 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(admin.router)
     return app

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from capabilities.loader import CapabilityConfigError
 from capabilities.registry import UnknownCapabilityError
 from schemas.api import ErrorBody, ErrorDetail, ErrorResponse
 from server.batching.batcher import BatcherClosedError
@@ -63,6 +64,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unknown(_request: Request, exc: UnknownCapabilityError) -> JSONResponse:
         detail = ErrorDetail(field="capabilities", message=str(exc))
         return error_response(422, "unknown_capability", str(exc), [detail])
+
+    @app.exception_handler(CapabilityConfigError)
+    async def _invalid_set(_request: Request, exc: CapabilityConfigError) -> JSONResponse:
+        # A reload found problems: the set in force stays; every problem is one detail.
+        details = [ErrorDetail(message=problem) for problem in exc.problems]
+        message = (
+            f"the capability set has {len(exc.problems)} problem(s); "
+            "the capabilities in force are unchanged"
+        )
+        return error_response(422, "invalid_capabilities", message, details)
 
     @app.exception_handler(CapabilityFailedError)
     async def _failed(_request: Request, exc: CapabilityFailedError) -> JSONResponse:

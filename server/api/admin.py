@@ -1,0 +1,35 @@
+"""Admin endpoints: operations on the running server, not classification.
+
+They live in a router of their own so that the admin key of the hardening issue protects them
+all with one dependency (`APIRouter(dependencies=[Depends(require_admin_key)])`) and nothing
+else changes.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+
+from schemas.api import ReloadResponse, VersionChangeBody
+from server.runtime import Runtime
+
+router = APIRouter(prefix="/admin")
+
+
+@router.post("/reload", response_model=ReloadResponse)
+async def reload_capabilities(
+    request: Request,
+    dry_run: bool = Query(default=False, description="Validate the folder; change nothing."),
+) -> ReloadResponse:
+    """Re-reads the capabilities folder; a set with problems is a 422 and changes nothing."""
+    runtime: Runtime = request.app.state.runtime
+    report = await runtime.reload(dry_run=dry_run)
+    changes = report.changes
+    return ReloadResponse(
+        reloaded=report.reloaded,
+        dry_run=report.dry_run,
+        capabilities=report.capabilities,
+        added=list(changes.added),
+        removed=list(changes.removed),
+        changed=[VersionChangeBody(**vars(change)) for change in changes.changed],
+        unchanged=changes.unchanged,
+    )
