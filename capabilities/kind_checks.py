@@ -105,8 +105,16 @@ def check_kind_fields(spec: CapabilitySpec) -> list[str]:
     for field, (missing, kinds) in needed.items():
         if missing and spec.kind in kinds:
             problems.append(f"kind '{spec.kind}' needs `{field}`")
-    if d.calibrate and (spec.kind != "llm_choice" or d.scoring == "choice"):
-        problems.append("calibrate needs kind 'llm_choice' with probability scoring")
+    # llm_choice divides out the prompt's label prior; the embedding kinds fit their softmax
+    # temperature (embedding_similarity) or are calibrated by their logistic fit (embedding_head).
+    calibrated_kind = spec.kind in ("embedding_similarity", "embedding_head") or (
+        spec.kind == "llm_choice" and d.scoring != "choice"
+    )
+    if d.calibrate and not calibrated_kind:
+        problems.append(
+            "calibrate needs kind 'llm_choice' with probability scoring, 'embedding_similarity' "
+            "or 'embedding_head'"
+        )
     if spec.kind == "llm_json" and d.output_schema is not None:
         problems += _check_output_schema(spec)
     if spec.kind == "embedding_head":

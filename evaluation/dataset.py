@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from capabilities.kind_checks import walk_labels
 from capabilities.spec import CapabilitySpec
+from schemas.capability import LabelDefinition
 
 Form = Literal["single_label", "multilabel", "score"]
 Gold = str | frozenset[str] | float
@@ -27,6 +29,8 @@ MAX_PROBLEMS_SHOWN = 20
 _FORM_OF_KIND: dict[str, Form] = {
     "llm_choice": "single_label",
     "embedding_similarity": "single_label",
+    "embedding_head": "single_label",
+    "classifier": "single_label",
     "rule": "single_label",
     "llm_multilabel": "multilabel",
     "llm_score": "score",
@@ -52,7 +56,10 @@ class LabelSpace:
 
     name: str
     form: Form
-    labels: tuple[str, ...]  # empty for scores
+    labels: tuple[str, ...]  # empty for scores; a taxonomy's: every node, parents first
+    # A taxonomy's nodes -> their path from the root (empty for any other capability): its gold
+    # value may be any node, and is correct when it is on the predicted path.
+    paths: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,11 +70,25 @@ class EvalRow:
     split: str | None
 
 
+def node_paths(
+    labels: Sequence[LabelDefinition], above: tuple[str, ...] = ()
+) -> dict[str, tuple[str, ...]]:
+    """Every node of a taxonomy -> its path from the root, parents first."""
+    paths: dict[str, tuple[str, ...]] = {}
+    for label in labels:
+        paths[label.name] = (*above, label.name)
+        paths.update(node_paths(label.children, paths[label.name]))
+    return paths
+
+
 def label_space(spec: CapabilitySpec) -> LabelSpace | None:
     """The capability's label space, or None when its kind cannot be evaluated."""
     form = _FORM_OF_KIND.get(spec.kind)
     if form is None:
         return None
+    if any(label.children for label in spec.labels):
+        names = tuple(label.name for label in walk_labels(spec.labels))
+        return LabelSpace(spec.name, form, names, node_paths(spec.labels))
     return LabelSpace(spec.name, form, spec.label_names if form != "score" else ())
 
 

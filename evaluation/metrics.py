@@ -8,7 +8,7 @@ None for one never expected."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,6 +132,31 @@ def single_label_metrics(
         confusion=tuple(tuple(int(v) for v in row) for row in matrix),
         per_label=per_label,
     )
+
+
+def taxonomy_prediction(
+    gold: str, predicted: str | None, paths: Mapping[str, Sequence[str]]
+) -> str | None:
+    """The predicted node as counted against a gold node of a taxonomy: the gold itself when
+    it is on the predicted path (a gold parent is right whichever child was chosen), else the
+    predicted path's node at the gold's depth (its deepest, when the path is shorter)."""
+    if predicted is None or predicted not in paths:
+        return predicted
+    path = paths[predicted]
+    if gold in path:
+        return gold
+    return path[min(len(paths[gold]), len(path)) - 1]
+
+
+def taxonomy_metrics(
+    gold: Sequence[str], predicted: Sequence[str | None], paths: Mapping[str, Sequence[str]]
+) -> SingleLabelMetrics:
+    """Single-label metrics of a taxonomy, each prediction counted at its gold's depth; the
+    confusion matrix shows the nodes that occur, in the taxonomy's order."""
+    _check_lengths(gold, predicted)
+    counted = [taxonomy_prediction(g, p, paths) for g, p in zip(gold, predicted, strict=True)]
+    occurring = {*gold, *counted}
+    return single_label_metrics(gold, counted, [node for node in paths if node in occurring])
 
 
 def multilabel_metrics(

@@ -31,7 +31,13 @@ from evaluation.dataset import (
     label_space,
     load_dataset,
 )
-from evaluation.metrics import Metrics, multilabel_metrics, score_metrics, single_label_metrics
+from evaluation.metrics import (
+    Metrics,
+    multilabel_metrics,
+    score_metrics,
+    single_label_metrics,
+    taxonomy_metrics,
+)
 from evaluation.report import CapabilityReport, EvalReport, RowError, format_report, report_json
 from processors.model_store import ModelNotReadyError
 from schemas.config import CapServeConfig
@@ -158,9 +164,10 @@ def capability_metrics(
         )
     if space.form == "score":
         return score_metrics([cast(float, g) for g in gold], [cast(float, p) for p in predicted])
-    return single_label_metrics(
-        [cast(str, g) for g in gold], [cast("str | None", p) for p in predicted], space.labels
-    )
+    labels = [cast(str, g) for g in gold], [cast("str | None", p) for p in predicted]
+    if space.paths:
+        return taxonomy_metrics(*labels, space.paths)
+    return single_label_metrics(*labels, space.labels)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,8 @@ TOOLS = (
      "bench.window", "add_window_arguments", "run_window_bench"),
     ("eval", "accuracy of the capabilities on a labeled JSONL file",
      "evaluation.run", "add_eval_arguments", "run_eval"),
+    ("train", "fit an embedding_head capability and save its head beside the YAML",
+     "server.commands.train", "add_train_arguments", "run_train"),
 )  # fmt: skip
 
 

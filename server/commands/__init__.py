@@ -1,0 +1,1 @@
+"""`capserve` subcommands that belong to the server itself (not measurement tools)."""
