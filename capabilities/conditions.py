@@ -7,9 +7,12 @@ here are accepted (comparisons, and/or/not, arithmetic, literals, `len()`, and n
 dependencies with their fields), so a condition can read results and nothing else. Nothing is
 ever passed to `eval`.
 
-A name is a dependency's result. Its attributes are `label`, `confidence`, `score`, `labels`,
-`path`, `probabilities`, then any field of its `fields` (e.g. `pii.count`); a JSON field's own
-fields and list items are reached with `.` and `[...]`.
+A name is a dependency's result, always read through a field: `label`, `confidence`, `score`,
+`labels`, `path`, `probabilities`, then any field of its `fields` (e.g. `pii.count`); a JSON
+field's own fields and list items are reached with `.` and `[...]` (literal keys only).
+Arithmetic takes numbers only. A condition that cannot be evaluated on a text's results (a
+missing field, None compared with a number) raises ConditionEvaluationError: the executor then
+skips the text, a rule case does not apply.
 """
 
 from __future__ import annotations
@@ -53,13 +56,6 @@ class ConditionEvaluationError(ValueError):
     """A condition that failed on one text's results (e.g. a field the result lacks)."""
 
 
-class _Missing:
-    """A field a result does not have: comparisons with it raise, so the text is skipped."""
-
-    def __repr__(self) -> str:
-        return "missing"
-
-
 def _attribute(value: Any, name: str) -> Any:
     if isinstance(value, CapabilityResult):
         if name in _RESULT_ATTRIBUTES:
@@ -89,8 +85,28 @@ class Condition:
             return bool(_evaluate(self.tree.body, deps))
         except ConditionEvaluationError:
             raise
-        except (TypeError, ValueError, ZeroDivisionError, KeyError, IndexError) as exc:
+        except (KeyError, IndexError) as exc:
+            # The key is a literal of the condition, but say only which kind of lookup failed.
+            raise ConditionEvaluationError(f"{type(exc).__name__}: no such item") from None
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            # These messages name types and operators, never values.
             raise ConditionEvaluationError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _item(container: Any, key: str | int | None) -> Any:
+    """`container[key]`: a result's field, a JSON object's key, or a list's item."""
+    if isinstance(container, CapabilityResult):
+        return _attribute(container, str(key))
+    if isinstance(container, Mapping):
+        return container[key]
+    if isinstance(container, list | tuple | str) and isinstance(key, int):
+        return container[key]
+    # The key is a literal of the condition: quoting it quotes no text.
+    raise ConditionEvaluationError(f"{type(container).__name__} has no item {key!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float)
 
 
 def _evaluate(node: ast.AST, deps: Mapping[str, CapabilityResult]) -> Any:
@@ -102,6 +118,8 @@ def _evaluate(node: ast.AST, deps: Mapping[str, CapabilityResult]) -> Any:
         operand = _evaluate(node.operand, deps)
         if isinstance(node.op, ast.Not):
             return not operand
+        if not _is_number(operand):
+            raise ConditionEvaluationError(f"a sign needs a number, not {type(operand).__name__}")
         return -operand if isinstance(node.op, ast.USub) else +operand
     if isinstance(node, ast.Compare):
         left = _evaluate(node.left, deps)
@@ -112,21 +130,25 @@ def _evaluate(node: ast.AST, deps: Mapping[str, CapabilityResult]) -> Any:
             left = right
         return True
     if isinstance(node, ast.BinOp):
-        return _ARITHMETIC[type(node.op)](_evaluate(node.left, deps), _evaluate(node.right, deps))
+        left, right = _evaluate(node.left, deps), _evaluate(node.right, deps)
+        if not (_is_number(left) and _is_number(right)):
+            # Numbers only: `'x' * 10**9` or `[0] * 10**9` would build a huge value.
+            raise ConditionEvaluationError(
+                f"arithmetic needs numbers, not {type(left).__name__} and {type(right).__name__}"
+            )
+        return _ARITHMETIC[type(node.op)](left, right)
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.List | ast.Tuple | ast.Set):
         return [_evaluate(item, deps) for item in node.elts]
     if isinstance(node, ast.Name):
+        if node.id not in deps:
+            raise ConditionEvaluationError(f"no result of '{node.id}'")
         return deps[node.id]
     if isinstance(node, ast.Attribute):
         return _attribute(_evaluate(node.value, deps), node.attr)
     if isinstance(node, ast.Subscript):
-        container = _evaluate(node.value, deps)
-        key = _evaluate(node.slice, deps)
-        if isinstance(container, CapabilityResult):
-            return _attribute(container, str(key))
-        return container[key]
+        return _item(_evaluate(node.value, deps), _literal_key(node.slice))
     if isinstance(node, ast.Call):
         (argument,) = node.args
         return len(_evaluate(argument, deps))
@@ -135,31 +157,24 @@ def _evaluate(node: ast.AST, deps: Mapping[str, CapabilityResult]) -> Any:
 
 def _check(node: ast.AST, names: set[str]) -> None:
     """Accepts only the node types `_evaluate` knows; collects the names read."""
-    if isinstance(node, ast.BoolOp | ast.Compare | ast.BinOp | ast.UnaryOp):
-        if isinstance(node, ast.Compare):
-            unsupported = [type(op).__name__ for op in node.ops if type(op) not in _COMPARE]
-        elif isinstance(node, ast.BinOp):
-            unsupported = [] if type(node.op) in _ARITHMETIC else [type(node.op).__name__]
-        elif isinstance(node, ast.UnaryOp):
-            ok = isinstance(node.op, ast.Not | ast.USub | ast.UAdd)
-            unsupported = [] if ok else [type(node.op).__name__]
+    if isinstance(node, ast.Name):
+        # A whole result compares equal to nothing a condition can write: `topic == 'x'` would
+        # quietly never hold.
+        raise ConditionError(
+            f"'{node.id}' is a whole result: name one of its fields, as in {node.id}.label"
+        )
+    if isinstance(node, ast.Attribute | ast.Subscript):
+        _check_lookup(node)
+        if isinstance(node.value, ast.Name):
+            names.add(node.value.id)
         else:
-            unsupported = []
-        if unsupported:
-            raise ConditionError(f"operator {unsupported[0]} is not allowed")
-    elif isinstance(node, ast.Constant):
+            _check(node.value, names)
+        return
+    if isinstance(node, ast.Constant):
         if not isinstance(node.value, str | int | float | bool | type(None)):
             raise ConditionError(f"literal {node.value!r} is not allowed")
         return
-    elif isinstance(node, ast.Name):
-        if not isinstance(node.ctx, ast.Load):
-            raise ConditionError("assignment is not allowed")
-        names.add(node.id)
-        return
-    elif isinstance(node, ast.Attribute):
-        if node.attr.startswith("_"):
-            raise ConditionError(f"field '{node.attr}' is not allowed")
-    elif isinstance(node, ast.Call):
+    if isinstance(node, ast.Call):
         if not (
             isinstance(node.func, ast.Name)
             and node.func.id == "len"
@@ -169,13 +184,49 @@ def _check(node: ast.AST, names: set[str]) -> None:
             raise ConditionError("the only function allowed is len(x)")
         _check(node.args[0], names)
         return
-    elif not isinstance(
-        node,
-        ast.List | ast.Tuple | ast.Set | ast.Subscript | ast.Load | ast.boolop | ast.cmpop,
-    ) and not isinstance(node, ast.operator | ast.unaryop):
+    if isinstance(node, ast.Compare | ast.BinOp | ast.UnaryOp):
+        _check_operators(node)
+    elif not isinstance(node, ast.BoolOp | ast.List | ast.Tuple | ast.Set):
         raise ConditionError(f"{type(node).__name__} is not allowed in a condition")
     for child in ast.iter_child_nodes(node):
-        _check(child, names)
+        if isinstance(child, ast.expr):
+            _check(child, names)
+
+
+def _check_operators(node: ast.Compare | ast.BinOp | ast.UnaryOp) -> None:
+    if isinstance(node, ast.Compare):
+        unsupported = [type(op).__name__ for op in node.ops if type(op) not in _COMPARE]
+    elif isinstance(node, ast.BinOp):
+        unsupported = [] if type(node.op) in _ARITHMETIC else [type(node.op).__name__]
+    else:
+        ok = isinstance(node.op, ast.Not | ast.USub | ast.UAdd)
+        unsupported = [] if ok else [type(node.op).__name__]
+    if unsupported:
+        raise ConditionError(f"operator {unsupported[0]} is not allowed")
+
+
+def _check_lookup(node: ast.Attribute | ast.Subscript) -> None:
+    """A field name or index: a literal, and never a private or dunder name."""
+    if isinstance(node, ast.Attribute):
+        key: str | int | None = node.attr
+    else:
+        key = _literal_key(node.slice)
+        if key is None:
+            raise ConditionError(
+                "an index must be a literal string or integer, as in x['a'] or x[0]"
+            )
+    if isinstance(key, str) and key.startswith("_"):
+        raise ConditionError(f"field '{key}' is not allowed")
+
+
+def _literal_key(node: ast.AST) -> str | int | None:
+    """The key of `x[...]` when it is a literal string or integer (possibly negative)."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _literal_key(node.operand)
+        return -inner if isinstance(inner, int) else None
+    if not isinstance(node, ast.Constant) or isinstance(node.value, bool):
+        return None
+    return node.value if isinstance(node.value, str | int) else None
 
 
 @functools.lru_cache(maxsize=512)
@@ -187,6 +238,9 @@ def parse_condition(source: str) -> Condition:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
         raise ConditionError(f"is not a valid expression: {exc.msg}") from None
+    except (ValueError, MemoryError, RecursionError) as exc:
+        # e.g. a NUL character, or nesting too deep for the parser
+        raise ConditionError(f"is not a valid expression: {type(exc).__name__}") from None
     if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
         raise ConditionError(f"has more than {MAX_NODES} parts")
     names: set[str] = set()

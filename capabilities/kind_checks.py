@@ -10,6 +10,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from capabilities.conditions import ConditionError, parse_condition
+from capabilities.formulas import input_refs
+from capabilities.rules import RULE_DETAIL_KEYS
 from capabilities.spec import CapabilitySpec
 from schemas.capability import PROMPT_KINDS, LabelDefinition
 
@@ -72,9 +74,12 @@ def _check_patterns(spec: CapabilitySpec) -> list[str]:
             problems.append(f"label '{label.name}': give exactly one of `pattern` and `builtin`")
         elif label.pattern is not None:
             try:
-                re.compile(label.pattern)
+                compiled = re.compile(label.pattern)
             except re.error as exc:
                 problems.append(f"label '{label.name}': pattern is not a valid regex: {exc}")
+                continue
+            if compiled.fullmatch(""):
+                problems.append(f"label '{label.name}': pattern matches the empty string")
     return problems
 
 
@@ -119,6 +124,25 @@ def check_kind_fields(spec: CapabilitySpec) -> list[str]:
         problems += _check_output_schema(spec)
     if spec.kind == "embedding_head":
         problems += _check_training(spec)
+    if d.rule is not None:
+        problems += _check_rule_details(spec)
+    if d.formula is not None and d.formula.clip is not None:
+        low, high = d.formula.clip
+        if low > high:
+            problems.append(f"formula.clip: the low bound {low} is above the high bound {high}")
+    return problems
+
+
+def _check_rule_details(spec: CapabilitySpec) -> list[str]:
+    rule = spec.definition.rule
+    if rule is None:
+        return []
+    problems: list[str] = []
+    sources = [(f"rule case {n}", case.details) for n, case in enumerate(rule.cases)]
+    for where, details in [*sources, ("rule default_details", rule.default_details)]:
+        reserved = sorted(set(details) & set(RULE_DETAIL_KEYS))
+        if reserved:
+            problems.append(f"{where}: details may not use {reserved} (the rule writes them)")
     return problems
 
 
@@ -184,17 +208,73 @@ def check_references(spec: CapabilitySpec, specs: Mapping[str, CapabilitySpec]) 
                 f"({list(d.depends_on)})"
             )
     if d.formula is not None:
-        for ref in [*d.formula.terms, *d.formula.report]:
-            dep = ref.split(".", 1)[0]
-            if dep not in d.depends_on:
-                problems.append(f"formula: '{ref}' reads '{dep}', which is not in depends_on")
-            elif "." not in ref and dep in specs and specs[dep].kind not in _SCORED_KINDS:
-                problems.append(
-                    f"formula: '{ref}' has no score (kind {specs[dep].kind}); name a field, "
-                    f"as in '{dep}.<field>'"
-                )
+        problems += _check_formula_inputs(spec, specs)
     return problems
 
 
-# Kinds whose result carries a score (single-label kinds do when their labels have values).
-_SCORED_KINDS = ("llm_score", "formula", *SINGLE_LABEL_KINDS)
+def _check_formula_inputs(spec: CapabilitySpec, specs: Mapping[str, CapabilitySpec]) -> list[str]:
+    formula = spec.definition.formula
+    if formula is None:
+        return []
+    problems: list[str] = []
+    for ref in input_refs(formula):
+        dep = specs.get(ref.dep)
+        if ref.dep not in spec.depends_on:
+            problems.append(f"formula: '{ref.ref}' reads '{ref.dep}', which is not in depends_on")
+        elif dep is None:
+            continue  # an unknown dependency: reported by the loader
+        elif ref.field is None and not has_score(dep):
+            problems.append(
+                f"formula: '{ref.ref}' has no score (kind {dep.kind}); name a field, "
+                f"as in '{ref.dep}.<field>'"
+            )
+        elif ref.field is not None:
+            known = numeric_fields(dep, specs)
+            if known is not None and ref.field not in known:
+                problems.append(
+                    f"formula: '{ref.ref}': '{ref.dep}' has no number field '{ref.field}' "
+                    f"(it has {sorted(known)})"
+                )
+    total = formula.field or spec.name
+    if total in {ref.reported_as for ref in input_refs(formula)}:
+        problems.append(f"formula: the total's field '{total}' is also an input's field")
+    return problems
+
+
+def has_score(spec: CapabilitySpec) -> bool:
+    """Whether the capability's results carry a score: llm_score and formula always, a
+    single-label model kind when every label has a value."""
+    if spec.kind in ("llm_score", "formula"):
+        return True
+    values = [label.value for label in spec.labels]
+    model_kind = spec.kind in SINGLE_LABEL_KINDS and spec.kind != "rule"
+    return model_kind and bool(values) and all(value is not None for value in values)
+
+
+def numeric_fields(
+    spec: CapabilitySpec, specs: Mapping[str, CapabilitySpec]
+) -> frozenset[str] | None:
+    """The number fields of the capability's results, or None when they are not known before
+    it runs (an llm_json schema without properties, a kind this module does not know)."""
+    d = spec.definition
+    if spec.kind == "regex":
+        return frozenset({"count"})
+    if spec.kind == "formula" and d.formula is not None:
+        inputs = {ref.reported_as for ref in input_refs(d.formula)}
+        return frozenset({d.formula.field or spec.name, *inputs})
+    if spec.kind == "llm_json" and d.output_schema is not None:
+        properties = d.output_schema.get("properties")
+        if not isinstance(properties, Mapping):
+            return None
+        return frozenset(
+            name
+            for name, prop in properties.items()
+            if isinstance(prop, Mapping) and _is_numeric_type(prop.get("type"))
+        )
+    return None
+
+
+def _is_numeric_type(json_type: object) -> bool:
+    """A JSON schema `type` (a name or a list of names) that admits a number or a boolean."""
+    names = json_type if isinstance(json_type, list) else [json_type]
+    return any(name in ("number", "integer", "boolean") for name in names)

@@ -9,6 +9,9 @@ from capabilities.results import CapabilityResult
 from capabilities.spec import CapabilitySpec
 from schemas.capability import ConditionDefinition, RuleCase
 
+# Keys of a rule result's details that the rule itself writes: case details may not use them.
+RULE_DETAIL_KEYS = ("matched", "inputs")
+
 
 def _holds(condition: ConditionDefinition, result: CapabilityResult) -> bool:
     return result.label in condition.labels and result.confidence >= condition.min_confidence
@@ -30,7 +33,8 @@ def _case_holds(
 
 
 def evaluate_rule(spec: CapabilitySpec, deps: Mapping[str, CapabilityResult]) -> CapabilityResult:
-    """The first case whose conditions all hold gives the label, else the default.
+    """The first case whose conditions all hold gives the label, else the default; the
+    deciding case's `details` (or the rule's `default_details`) go into the result's details.
 
     The confidence is the lowest confidence among the dependency results the decision rests on:
     a matched case's dependencies, or every dependency for the default.
@@ -39,10 +43,12 @@ def evaluate_rule(spec: CapabilitySpec, deps: Mapping[str, CapabilityResult]) ->
     if rule is None:
         raise ValueError(f"capability '{spec.name}' is not a rule")
     label, matched, basis = rule.default, "default", list(deps.values())
+    extra = rule.default_details
     for number, case in enumerate(rule.cases):
         holds, case_basis = _case_holds(case, deps)
         if holds:
             label, matched, basis = case.label, f"case {number}", case_basis
+            extra = case.details
             break
     confidence = min((r.confidence for r in basis), default=1.0)
     probabilities = {name: (1.0 if name == label else 0.0) for name in spec.label_names}
@@ -52,5 +58,9 @@ def evaluate_rule(spec: CapabilitySpec, deps: Mapping[str, CapabilityResult]) ->
         label=label,
         confidence=confidence,
         probabilities=probabilities,
-        details={"matched": matched, "inputs": {name: r.label for name, r in deps.items()}},
+        details={
+            **extra,
+            "matched": matched,
+            "inputs": {name: r.label for name, r in deps.items()},
+        },
     )

@@ -1,11 +1,10 @@
-"""The `formula` processor: a number computed from dependency results, no model."""
-# Placeholder: being built.
+"""The `formula` processor: no engine, a number computed from dependency results."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
+from capabilities.formulas import evaluate_formula
 from capabilities.spec import CapabilitySpec
 from processors.base import ItemOutcome, ProcessorInput, WindowContext
 
@@ -13,10 +12,7 @@ from processors.base import ItemOutcome, ProcessorInput, WindowContext
 class FormulaProcessor:
     kind = "formula"
 
-    def __init__(self, *args: Any) -> None:
-        self._args = args
-
     async def run(
         self, spec: CapabilitySpec, inputs: Sequence[ProcessorInput], context: WindowContext
     ) -> Sequence[ItemOutcome]:
-        raise NotImplementedError(f"kind '{spec.kind}' is not built yet")
+        return [evaluate_formula(spec, item.deps) for item in inputs]

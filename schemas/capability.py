@@ -90,6 +90,9 @@ class RuleCase(_Strict):
     # or a condition expression, as in a capability's `when` (e.g. "pii.count > 0").
     when: dict[str, ConditionDefinition] | str = Field(min_length=1)
     label: str
+    # Merged into the result's details when this case decides, e.g. a suggested model tier
+    # ({tier: small}) for whoever acts on the label.
+    details: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("when", mode="before")
     @classmethod
@@ -111,6 +114,8 @@ class RuleDefinition(_Strict):
     # The first case whose conditions all hold gives the label; otherwise `default`.
     cases: tuple[RuleCase, ...] = ()
     default: str
+    # Merged into the result's details when no case holds (as a case's `details`).
+    default_details: dict[str, Any] = Field(default_factory=dict)
 
 
 class TrainingDefinition(_Strict):
