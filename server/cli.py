@@ -78,6 +78,8 @@ TOOLS = (
      "evaluation.run", "add_eval_arguments", "run_eval"),
     ("train", "fit an embedding_head capability and save its head beside the YAML",
      "server.commands.train", "add_train_arguments", "run_train"),
+    ("capabilities", "list the configured capabilities, or validate a capability folder",
+     "server.commands.capabilities", "add_capabilities_arguments", "run_capabilities"),
 )  # fmt: skip
 
 

@@ -17,16 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from capabilities.loader import CapabilityConfigError
 from capabilities.plan import WorkItem
 from capabilities.registry import CapabilityRegistry
 from processors.engines import EngineWork, apply_engine_env
 from processors.pool import ProcessorPool
 from schemas.config import CapServeConfig
 from server.batching.dispatch import BatchedDispatcher, Dispatcher, NaiveDispatcher
-from server.caching.factory import build_result_lookup, exclude_problem
+from server.caching.factory import build_result_lookup
 from server.caching.lookup import ResultLookup
-from server.execution.capability_set import CapabilitySet, SetChanges
+from server.execution.capability_set import CapabilitySet, SetChanges, load_servable_registry
 from server.execution.executor import ProcessorSource
 from server.execution.pipeline import (
     CapabilityFailedError,
@@ -160,7 +159,7 @@ class Runtime:
         Reloads run one at a time, so each compares against the set the one before left.
         """
         async with self._reload_lock:
-            registry = await asyncio.to_thread(self._load_checked)
+            registry = await asyncio.to_thread(load_servable_registry, self.config)
             current = self.capability_set
             new_versions = {spec.name: spec.version for spec in registry.specs()}
             changes = SetChanges.between(current.versions(), new_versions)
@@ -176,14 +175,6 @@ class Runtime:
                 )
                 self._warm_up_in_background(self.capability_set, changes.to_warm_up)
             return ReloadReport(not dry_run, dry_run, len(new_versions), changes)
-
-    def _load_checked(self) -> CapabilityRegistry:
-        """The set the folder holds now, checked as at start-up (blocking: file reads)."""
-        registry = load_registry(self.config)
-        problem = exclude_problem(self.config.cache, registry)
-        if self.config.cache.enabled and problem is not None:
-            raise CapabilityConfigError([problem])
-        return registry
 
     def _warm_up_in_background(self, capability_set: CapabilitySet, names: Sequence[str]) -> None:
         """Runs the capabilities a reload added or changed once, so that their first request

@@ -11,10 +11,26 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from capabilities.loader import CapabilityConfigError
 from capabilities.plan import BatchPlan, KnownResults, WorkItem, build_plan
 from capabilities.registry import CapabilityRegistry
+from schemas.config import CapServeConfig
+from server.caching.factory import exclude_problem
 from server.caching.lookup import ResultLookup
 from server.execution.executor import PlanExecutor, ProcessorSource
+from server.registry_loading import load_registry
+
+
+def load_servable_registry(config: CapServeConfig) -> CapabilityRegistry:
+    """The set `config.capabilities_dir` holds, checked as a whole and against the rest of the
+    configuration, as on a reload and in `capserve capabilities validate`. Raises
+    CapabilityConfigError with every problem. Blocking (file reads): call it in a thread from
+    the event loop."""
+    registry = load_registry(config)
+    problem = exclude_problem(config.cache, registry) if config.cache.enabled else None
+    if problem is not None:
+        raise CapabilityConfigError([problem])
+    return registry
 
 
 # eq=False: two sets are the same set only if they are the same object (the batcher groups

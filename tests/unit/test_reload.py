@@ -24,6 +24,7 @@ from schemas.config import (
 )
 from server import runtime as runtime_module
 from server.api.app import create_app
+from server.execution.capability_set import load_servable_registry
 from server.registry_loading import load_registry
 from server.runtime import WARMUP_TEXT, Runtime
 from tests.unit.conftest import SEED_DAG
@@ -257,12 +258,12 @@ async def test_concurrent_reloads_run_one_at_a_time(
             most_inside = max(most_inside, inside)
         time.sleep(0.05)
         try:
-            return load_registry(config)
+            return load_servable_registry(config)
         finally:
             with guard:
                 inside -= 1
 
-    monkeypatch.setattr(runtime_module, "load_registry", slow_load)
+    monkeypatch.setattr(runtime_module, "load_servable_registry", slow_load)
     folder.write(EXTRA)
     reports = await asyncio.gather(*(runtime.reload() for _ in range(3)))
 
