@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import jinja2
 from jinja2 import meta
@@ -33,12 +34,44 @@ class LabelView:
 
 @dataclass(frozen=True)
 class DependencyView:
-    """What a template sees of one dependency result."""
+    """What a template sees of one dependency result: `deps.<name>.label`, `.confidence`,
+    `.score`, `.labels`, `.path`, `.fields`, and any other name is read from `fields` (an
+    llm_json object's properties, a formula's inputs, regex matches), as conditions read them.
+
+    A field the result does not have renders as empty (and is false, and not `defined`): which
+    fields an upstream result holds is only known per text (an llm_json property may be
+    optional), and the load check renders with sample results that hold none."""
 
     label: str | None
     confidence: float
     score: float | None = None
     labels: tuple[str, ...] = ()
+    path: tuple[str, ...] = ()
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names that are not attributes: those are the result's fields.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _Fields(self.fields)[name]
+
+    @classmethod
+    def of(cls, result: CapabilityResult) -> DependencyView:
+        return cls(
+            label=result.label,
+            confidence=result.confidence,
+            score=result.score,
+            labels=result.labels or (),
+            path=result.path or (),
+            fields=_Fields(result.fields or {}),
+        )
+
+
+class _Fields(dict[str, Any]):
+    """A result's fields in a template: a missing one is empty (see DependencyView)."""
+
+    def __missing__(self, name: str) -> Any:
+        return jinja2.ChainableUndefined(name=name, hint=f"the result has no field '{name}'")
 
 
 class _Dependencies:
@@ -73,10 +106,7 @@ class CompiledTemplate:
         text: str | None = None,
         deps: Mapping[str, CapabilityResult] | None = None,
     ) -> str:
-        views = {
-            name: DependencyView(result.label, result.confidence, result.score, result.labels or ())
-            for name, result in (deps or {}).items()
-        }
+        views = {name: DependencyView.of(result) for name, result in (deps or {}).items()}
         label_views = [LabelView(label.name, label.description or "") for label in labels]
         context: dict[str, object] = {"labels": label_views, "deps": _Dependencies(views)}
         if text is not None:

@@ -63,8 +63,14 @@ def engine_args(model: ModelConfig, path: str) -> Any:
     return AsyncEngineArgs(**kwargs)
 
 
+def _floats(data: Any) -> list[float]:
+    """A pooling output (a tensor, or already a list) as plain floats."""
+    return [float(x) for x in (data.tolist() if hasattr(data, "tolist") else data)]
+
+
 class Engine:
-    """One AsyncLLM. Processors talk to it through `generate`, `embed` and the tokenizer calls."""
+    """One AsyncLLM. Processors talk to it through `generate`, `embed`, `classify` and the
+    tokenizer calls."""
 
     def __init__(
         self,
@@ -126,8 +132,18 @@ class Engine:
         prompt = {"prompt_token_ids": list(prompt_token_ids)}
         params = PoolingParams(task="embed")
         final = await self._final(self._llm.encode(prompt, params, self._next_id()))
-        data = final.outputs.data
-        return [float(x) for x in (data.tolist() if hasattr(data, "tolist") else data)]
+        return _floats(final.outputs.data)
+
+    async def classify(self, prompt_token_ids: Sequence[int]) -> list[float]:
+        """A sequence-classification model's raw scores (logits), one per label in the model's
+        index order. Raw, not vLLM's activation: that is softmax or sigmoid depending on the
+        model config's problem_type, and callers want one single-label distribution."""
+        from vllm import PoolingParams
+
+        prompt = {"prompt_token_ids": list(prompt_token_ids)}
+        params = PoolingParams(task="classify", use_activation=False)
+        final = await self._final(self._llm.encode(prompt, params, self._next_id()))
+        return _floats(final.outputs.data)
 
     async def tokenize(
         self, texts: Sequence[str], truncate_to: int | None = None

@@ -1,22 +1,211 @@
-"""The `llm_json` processor: LLM output that follows a JSON schema (vLLM structured outputs)."""
-# Placeholder: being built.
+"""The `llm_json` processor: LLM output that follows a JSON schema (vLLM structured outputs).
+
+- The prompt is laid out like the LLM questions (processors/questions/layout.py): in the
+  `shared` layout the group's system part (every shared member's instructions), the text, then
+  this capability's cue and answer prefix, so the text's prefill is shared with every other
+  question about it through the engine's prefix cache; in `own`, its own instructions.
+- Each request carries its capability's schema (`StructuredOutputsParams(json=...)`): one
+  persistent engine answers any number of schemas, switched per request, nothing reloaded.
+  vLLM's `auto` backend picks xgrammar, which runs on CPU, and falls back to guidance for
+  schema features xgrammar lacks.
+- Greedy decoding, at most `max_tokens`. The output is parsed and validated again here: output
+  cut short, not JSON, or not matching the schema is an explicit error result for that text.
+- Confidence: the mean probability of the generated tokens, from the sampled token's
+  log-probability (`logprobs=0`, no extra top-k work). vLLM computes it after the schema's
+  token mask, so it is the model's certainty among the tokens the schema allows.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import jsonschema
+
+from capabilities.results import CapabilityResult
 from capabilities.spec import CapabilitySpec
-from processors.base import ItemOutcome, ProcessorInput, WindowContext
+from processors.base import ItemFailure, ItemOutcome, PerVersion, ProcessorInput, WindowContext
+from processors.engines import Engine
+from processors.questions.answers import encode
+from processors.questions.layout import (
+    QuestionLayout,
+    build_layout,
+    cues,
+    fitted_prompt,
+    window_text_ids,
+)
+from processors.questions.processor import PromptTooLongError
+
+# Error results (CapabilityResult.error) of output that cannot be used.
+TRUNCATED = "truncated"
+INVALID_JSON = "invalid_json"
+SCHEMA_MISMATCH = "schema_mismatch"
+
+
+@dataclass(frozen=True)
+class JsonSetup:
+    """What one capability version needs; built once per version."""
+
+    spec: CapabilitySpec
+    layout: QuestionLayout
+    validator: jsonschema.protocols.Validator
+    params: Any  # vllm SamplingParams
+
+
+@dataclass(frozen=True)
+class GeneratedText:
+    """What the engine returned for one prompt, as the reader needs it."""
+
+    text: str
+    finish_reason: str | None
+    # The log-probability of each generated token (empty when the engine gave none).
+    token_logprobs: tuple[float, ...]
+
+
+def sampling_params(schema: Mapping[str, Any], max_tokens: int) -> Any:
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return SamplingParams(
+        temperature=0.0,
+        max_tokens=max_tokens,
+        logprobs=0,  # the sampled token's log-probability only
+        structured_outputs=StructuredOutputsParams(json=dict(schema)),
+    )
+
+
+def generated_text(output: Any) -> GeneratedText:
+    """The text, finish reason and sampled-token log-probabilities of a RequestOutput."""
+    completion = output.outputs[0]
+    logprobs: list[float] = []
+    for token, step in zip(completion.token_ids, completion.logprobs or (), strict=False):
+        if token in step:
+            logprobs.append(float(step[token].logprob))
+    return GeneratedText(completion.text, completion.finish_reason, tuple(logprobs))
+
+
+def mean_token_probability(logprobs: Sequence[float]) -> float:
+    """1.0 when the engine returned no log-probabilities (nothing to lower it with)."""
+    if not logprobs:
+        return 1.0
+    return sum(math.exp(value) for value in logprobs) / len(logprobs)
+
+
+def read_json_output(
+    spec: CapabilitySpec,
+    validator: jsonschema.protocols.Validator,
+    generated: GeneratedText,
+    details: Mapping[str, Any] | None = None,
+) -> CapabilityResult:
+    """The result of one text's output, or an error result that says what was wrong with it
+    (never the output itself: it may quote the text)."""
+    info = {"generated_tokens": len(generated.token_logprobs), **(details or {})}
+    if generated.finish_reason == "length":
+        return CapabilityResult.failed_output(spec.name, spec.version, TRUNCATED, info)
+    try:
+        value = json.loads(generated.text)
+    except json.JSONDecodeError as exc:
+        info["position"] = exc.pos
+        return CapabilityResult.failed_output(spec.name, spec.version, INVALID_JSON, info)
+    violation = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    if violation is not None or not isinstance(value, dict):
+        if violation is not None:
+            # Keyword and schema location come from the schema, never from the output.
+            info["violation"] = str(violation.validator)
+            info["schema_path"] = "/".join(str(part) for part in violation.schema_path)
+        return CapabilityResult.failed_output(spec.name, spec.version, SCHEMA_MISMATCH, info)
+    field = spec.definition.label_field
+    label = value.get(field) if field is not None else None
+    confidence = mean_token_probability(generated.token_logprobs)
+    return CapabilityResult(
+        capability=spec.name,
+        version=spec.version,
+        label=label if isinstance(label, str) else None,
+        confidence=confidence,
+        probabilities={},  # no label set to spread a probability over
+        details={"confidence": "mean_token_probability", **info},
+        fields=value,
+    )
 
 
 class JsonOutputProcessor:
     kind = "llm_json"
 
-    def __init__(self, *args: Any) -> None:
-        self._args = args
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._setups: PerVersion[JsonSetup] = PerVersion()
+
+    async def setup_for(self, spec: CapabilitySpec) -> JsonSetup:
+        return await self._setups.get(spec, lambda: self._build_setup(spec))
+
+    async def _build_setup(self, spec: CapabilitySpec) -> JsonSetup:
+        schema = spec.definition.output_schema
+        if schema is None:
+            raise ValueError(f"capability '{spec.name}' has no output_schema")
+        max_tokens = spec.definition.max_tokens
+
+        def layout(tokenizer: Any) -> QuestionLayout:
+            return build_layout(
+                tokenizer, spec, self.engine.max_model_len, self.engine.block_size, max_tokens
+            )
+
+        validator_class = jsonschema.validators.validator_for(schema)
+        return JsonSetup(
+            spec=spec,
+            layout=await self.engine.with_tokenizer(layout),
+            validator=validator_class(schema),
+            params=sampling_params(schema, max_tokens),
+        )
 
     async def run(
         self, spec: CapabilitySpec, inputs: Sequence[ProcessorInput], context: WindowContext
-    ) -> Sequence[ItemOutcome]:
-        raise NotImplementedError(f"kind '{spec.kind}' is not built yet")
+    ) -> list[ItemOutcome]:
+        setup = await self.setup_for(spec)
+        texts = list(dict.fromkeys(item.text for item in inputs))
+        text_ids = dict(zip(texts, await window_text_ids(self.engine, texts, context), strict=True))
+        questions: list[str | BaseException] = []
+        for item in inputs:
+            try:
+                (cue,) = cues(spec, item.deps)
+                questions.append(setup.layout.question_text(cue))
+            except Exception as exc:  # a cue that fails to render fails its text alone
+                questions.append(exc)
+
+        def encode_all(tokenizer: Any) -> list[list[int] | BaseException]:
+            return [q if isinstance(q, BaseException) else encode(tokenizer, q) for q in questions]
+
+        question_ids = await self.engine.with_tokenizer(encode_all)
+        # Every prompt at once: the engine batches them (and shares the texts' prefill).
+        outcomes = await asyncio.gather(
+            *(
+                self._answer(setup, text_ids[item.text], ids)
+                for item, ids in zip(inputs, question_ids, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        return [
+            ItemFailure.from_exception(o) if isinstance(o, BaseException) else o for o in outcomes
+        ]
+
+    async def _answer(
+        self,
+        setup: JsonSetup,
+        text_ids: Sequence[int],
+        question_ids: Sequence[int] | BaseException,
+    ) -> CapabilityResult:
+        if isinstance(question_ids, BaseException):
+            raise question_ids
+        limit = self.engine.max_model_len - setup.params.max_tokens
+        fitted = fitted_prompt(setup.layout, text_ids, question_ids, limit)
+        if fitted is None:
+            raise PromptTooLongError(f"{len(question_ids)} question tokens; at most {limit}")
+        ids, truncated = fitted
+        output = await self.engine.generate(ids, setup.params)
+        details: dict[str, Any] = {"layout": setup.layout.name}
+        if truncated:
+            details["truncated"] = True
+        return read_json_output(setup.spec, setup.validator, generated_text(output), details)

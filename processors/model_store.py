@@ -15,9 +15,10 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from schemas.config import CapServeConfig
 
@@ -184,7 +185,65 @@ def prepare_model(source: str, models_dir: Path) -> Path | None:
     return _embedded(source).prepare(models_dir)
 
 
+CLASSIFICATION_SUFFIX = "ForSequenceClassification"
+
+
+def _local_model_config(source: str, models_dir: Path | None) -> dict[str, Any] | None:
+    """config.json of an embedded (prepared) model or a local folder; None for a hub id or a
+    model that is not there (the engine start reports that, not the label lookup)."""
+    if source.startswith(EMBEDDED_PREFIX):
+        try:
+            folder = _embedded(source).locate(models_dir) if models_dir is not None else None
+        except ModelNotReadyError:
+            return None
+    else:
+        path = Path(source).expanduser()
+        folder = path if path.is_dir() else None
+    if folder is None or not (folder / "config.json").is_file():
+        return None
+    try:
+        loaded = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):  # unreadable: the engine start reports it
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _hub_model_config(source: str) -> dict[str, Any] | None:
+    """A hub model's config from the local hub cache only: loading capabilities never
+    downloads anything."""
+    try:
+        from transformers import AutoConfig
+
+        hub_config: dict[str, Any] = AutoConfig.from_pretrained(
+            source, local_files_only=True
+        ).to_dict()
+    except Exception:  # not cached, no network, not a transformers model: no labels known
+        return None
+    return hub_config
+
+
+def model_config_labels(model_config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The id2label names in index order, for a sequence-classification architecture."""
+    architectures = model_config.get("architectures") or ()
+    if not any(str(a).endswith(CLASSIFICATION_SUFFIX) for a in architectures):
+        return ()
+    id2label = model_config.get("id2label") or {}
+    return tuple(str(name) for _, name in sorted(id2label.items(), key=lambda kv: int(kv[0])))
+
+
 def classifier_labels(config: CapServeConfig) -> dict[str, tuple[str, ...]]:
     """Model name -> the labels of a sequence-classification model (its config.json id2label),
-    for the models that have them. Placeholder: being built (returns none yet)."""
-    return {}
+    for the pooling models that have them."""
+    labels: dict[str, tuple[str, ...]] = {}
+    for name, model in config.models.items():
+        if model.runner != "pooling":
+            continue
+        source = model.source
+        local = source.startswith((EMBEDDED_PREFIX, ".", "/", "~")) or Path(source).exists()
+        found = (
+            _local_model_config(source, config.models_dir) if local else _hub_model_config(source)
+        )
+        names = model_config_labels(found or {})
+        if names:
+            labels[name] = names
+    return labels

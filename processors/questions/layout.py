@@ -19,6 +19,7 @@ partial block would be computed again for every question.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ from capabilities.groups import QuestionGroup
 from capabilities.results import CapabilityResult
 from capabilities.spec import CapabilitySpec
 from capabilities.templates import compile_template
+from processors.base import WindowContext
+from processors.engines import Engine
 from processors.questions.answers import encode
 
 # Tokens kept free after the text for a question's cue, upstream results and answer prefix.
@@ -160,3 +163,37 @@ def _longest_instructions(tokenizer: Any, group: QuestionGroup, after_text: bool
     if not after_text or not group.sections:
         return 0
     return max(len(encode(tokenizer, text)) for _, text in group.sections)
+
+
+def fitted_prompt(
+    layout: QuestionLayout, text_ids: Sequence[int], question_ids: Sequence[int], limit: int
+) -> tuple[list[int], bool] | None:
+    """`[shared part][question]` in at most `limit` tokens, and whether the text was cut.
+
+    The shared part is the one every question about the text has, so that it shares the
+    text's prefill. A question that needs more room than the group's reserve (e.g. a long
+    generated answer) gets the text cut further for its prompt alone: it loses the shared
+    prefill, not its answer. None when the question does not fit even with no text."""
+    shared, truncated = layout.shared_ids(text_ids)
+    if len(shared) + len(question_ids) <= limit:
+        return [*shared, *question_ids], truncated
+    over = len(shared) + len(question_ids) - limit
+    kept = min(len(text_ids), layout.text_budget) - over
+    if kept < 0:
+        return None
+    own_cut = dataclasses.replace(layout, text_budget=kept, pad_id=None)
+    shared, _ = own_cut.shared_ids(text_ids)
+    return [*shared, *question_ids], True
+
+
+async def window_text_ids(
+    engine: Engine, texts: Sequence[str], context: WindowContext
+) -> list[list[int]]:
+    """Each text's tokens, computed once per window and engine for every LLM prompt about it
+    (the questions and llm_json alike)."""
+
+    async def tokenize(keys: Sequence[str]) -> list[list[int]]:
+        return await engine.tokenize(keys)
+
+    values = await context.shared(f"question-text:{engine.name}", texts, tokenize)
+    return [list(v) for v in values]

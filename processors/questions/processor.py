@@ -39,7 +39,7 @@ from processors.questions.answers import (
     read_multilabel,
     read_score,
 )
-from processors.questions.layout import QuestionLayout, build_layout, cues
+from processors.questions.layout import QuestionLayout, build_layout, cues, window_text_ids
 
 TOP_LOGPROBS = 20
 # Inputs with no content: what the prompt alone makes the model say (the prior to divide out).
@@ -166,12 +166,7 @@ class LLMQuestionProcessor:
 
     async def _text_ids(self, texts: Sequence[str], context: WindowContext) -> list[list[int]]:
         """Each text's tokens, computed once per window for every question about it."""
-
-        async def tokenize(keys: Sequence[str]) -> list[list[int]]:
-            return await self.engine.tokenize(keys)
-
-        values = await context.shared(f"question-text:{self.engine.name}", texts, tokenize)
-        return [list(v) for v in values]
+        return await window_text_ids(self.engine, texts, context)
 
     async def _answer(
         self,
