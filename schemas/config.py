@@ -19,6 +19,9 @@ class ServerConfig(_Strict):
     # Run every capability once on a fixed text before reporting healthy: the first real request
     # then finds label embeddings computed and instruction prefixes in the engine's cache.
     warmup: bool = True
+    # Poll the capabilities folder every 2 s and hot-reload it when its files change (as
+    # POST /admin/reload does); an invalid set is logged and the set in force stays.
+    watch_capabilities: bool = False
 
 
 class BatchingConfig(_Strict):

@@ -26,6 +26,7 @@ from server.batching.dispatch import BatchedDispatcher, Dispatcher, NaiveDispatc
 from server.caching.factory import build_result_lookup
 from server.caching.lookup import ResultLookup
 from server.execution.capability_set import CapabilitySet, SetChanges, load_servable_registry
+from server.execution.capability_watch import CapabilityWatch
 from server.execution.executor import ProcessorSource
 from server.execution.pipeline import (
     CapabilityFailedError,
@@ -93,6 +94,7 @@ class Runtime:
         self.started = False
         self._reload_lock = asyncio.Lock()
         self._warm_ups: set[asyncio.Task[None]] = set()
+        self._watch: CapabilityWatch | None = None
 
     @property
     def registry(self) -> CapabilityRegistry:
@@ -122,6 +124,9 @@ class Runtime:
         await self.pool.start()
         if self.config.server.warmup:
             await self._warm_up()
+        if self.config.server.watch_capabilities:
+            self._watch = CapabilityWatch(self.config.capabilities_dir, self.reload)
+            await self._watch.start()
         self.started = True
         log.info(
             "ready: %d capabilities, batching mode %s, window %.0f ms",
@@ -197,6 +202,8 @@ class Runtime:
 
     async def stop(self) -> None:
         self.started = False
+        if self._watch is not None:
+            await self._watch.stop()
         for task in self._warm_ups:
             task.cancel()
         await asyncio.gather(*self._warm_ups, return_exceptions=True)

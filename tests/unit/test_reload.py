@@ -24,6 +24,7 @@ from schemas.config import (
 )
 from server import runtime as runtime_module
 from server.api.app import create_app
+from server.execution import capability_watch
 from server.execution.capability_set import load_servable_registry
 from server.registry_loading import load_registry
 from server.runtime import WARMUP_TEXT, Runtime
@@ -391,3 +392,56 @@ def test_an_invalid_set_is_a_422_with_one_detail_per_problem(client: TestClient,
     assert client.get("/capabilities").json() == listed
     answer = client.post("/classify", json={"texts": ["hi"], "capabilities": ["alerts"]})
     assert answer.status_code == 200
+
+
+# --- the folder watch (server.watch_capabilities) ----------------------------------------------
+
+
+async def wait_for_names(runtime: Runtime, names: list[str], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while runtime.registry.names() != names:
+        assert time.monotonic() < deadline, f"the set in force is {runtime.registry.names()}"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_watch_reloads_a_changed_folder(
+    folder: Folder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    monkeypatch.setattr(capability_watch, "WATCH_INTERVAL_S", 0.02)
+    config = config_for(folder).model_copy(
+        update={"server": ServerConfig(warmup=False, watch_capabilities=True)}
+    )
+    runtime = runtime_for(folder, config=config)
+    await runtime.start()
+    try:
+        folder.write(EXTRA)
+        await wait_for_names(runtime, ["alerts", "classification", "mood", "recommendations"])
+        assert runtime.capability_set.generation == 2
+
+        folder.write({**EXTRA, "model": "no-such-model"})
+        await asyncio.sleep(0.3)  # many polls: one failed reload, and no swap
+        assert runtime.capability_set.generation == 2
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "unknown model 'no-such-model'" in errors[0].getMessage()
+
+        folder.remove("mood")
+        await wait_for_names(runtime, ["alerts", "classification", "recommendations"])
+        assert runtime.capability_set.generation == 3
+    finally:
+        await runtime.stop()
+
+
+async def test_without_the_setting_nothing_watches(folder: Folder, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(capability_watch, "WATCH_INTERVAL_S", 0.02)
+    runtime = runtime_for(folder)
+    await runtime.start()
+    folder.write(EXTRA)
+    await asyncio.sleep(0.2)
+    assert "mood" not in runtime.registry.names()
+    await runtime.stop()
+
+
+def test_the_watch_is_off_by_default():
+    assert ServerConfig().watch_capabilities is False
+    shipped = yaml.safe_load((Path(__file__).parents[2] / "configs/default.yaml").read_text())
+    assert shipped["server"]["watch_capabilities"] is False
