@@ -356,3 +356,14 @@ async def test_a_handler_exception_reaches_every_caller_of_a_merged_window():
     results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), HANG_GUARD_S)
     assert all(isinstance(r, RuntimeError) and str(r) == "engine down" for r in results)
     assert handler.windows == [[0], [1, 2, 3]]
+
+
+async def test_items_of_another_group_open_the_next_window():
+    # The server groups requests by capability set: a window never mixes two sets.
+    handler = Recorder()
+    batcher: RequestBatcher[int, int] = RequestBatcher(
+        handler, window_seconds=0.05, group_of=lambda item: item // 10
+    )
+    results = await asyncio.gather(*(batcher.submit(i) for i in (1, 2, 11, 12, 3)))
+    assert list(results) == [10, 20, 110, 120, 30]
+    assert handler.windows == [[1, 2], [11, 12], [3]]
