@@ -23,6 +23,8 @@ from capabilities.registry import CapabilityRegistry
 from capabilities.results import CapabilityResult
 
 TOP_LOGPROBS = 20  # vLLM's default max_logprobs
+# Kinds that read the request's text embeddings (one /v1/embeddings call per model).
+EMBEDDING_KINDS = ("embedding_similarity", "embedding_head")
 TOKEN_KEY_PREFIX = "token_id:"  # vLLM's key for a top-logprob with return_tokens_as_token_ids
 
 
@@ -45,6 +47,8 @@ class Questions(Protocol):
         text_vector: Sequence[float],
         label_vectors: Sequence[Sequence[float]],
     ) -> CapabilityResult: ...
+
+    def read_head(self, capability: str, text_vector: Sequence[float]) -> CapabilityResult: ...
 
     def read_rule(
         self, capability: str, deps: Mapping[str, CapabilityResult]
@@ -234,7 +238,7 @@ class PeerPipeline:
                 spec.model
                 for level in levels
                 for spec in map(self._registry.get, level)
-                if spec.kind == "embedding_similarity" and spec.model is not None
+                if spec.kind in EMBEDDING_KINDS and spec.model is not None
             }
         )
         vectors: dict[str, list[list[float]]] = {}
@@ -257,6 +261,10 @@ class PeerPipeline:
                     if spec.kind == "embedding_similarity" and spec.model is not None:
                         known[index][name] = self._questions.read_embedding(
                             name, vectors[spec.model][index], self._label_vectors[name]
+                        )
+                    elif spec.kind == "embedding_head" and spec.model is not None:
+                        known[index][name] = self._questions.read_head(
+                            name, vectors[spec.model][index]
                         )
                     elif spec.kind == "rule":
                         deps = {dep: known[index][dep] for dep in spec.depends_on}

@@ -25,6 +25,7 @@ from processors.embedding_similarity import (
     similarity_probabilities,
     unit_vector,
 )
+from processors.head_training import Head, load_saved_head
 from processors.model_store import resolve_model_path
 from processors.questions.answers import (
     AnswerTokens,
@@ -50,6 +51,7 @@ class StandaloneQuestions:
     def __init__(self, registry: CapabilityRegistry, questions: Mapping[str, _Question]) -> None:
         self._registry = registry
         self._questions = dict(questions)
+        self._heads: dict[str, Head] = {}
 
     @classmethod
     def from_config(
@@ -125,6 +127,19 @@ class StandaloneQuestions:
         similarities = unit_vector(text_vector)[np.newaxis, :] @ prototypes.T
         row = similarity_probabilities(spec, owners, similarities)[0]
         probabilities = {name: float(p) for name, p in zip(spec.label_names, row, strict=True)}
+        return single_label_result(spec, probabilities)
+
+    def read_head(self, capability: str, text_vector: Sequence[float]) -> CapabilityResult:
+        """An embedding_head's result from the head `capserve train` saved for its version."""
+        spec = self._registry.get(capability)
+        if capability not in self._heads:
+            head = load_saved_head(spec)
+            if head is None:
+                raise LookupError(f"'{capability}' has no saved head: run `capserve train`")
+            self._heads[capability] = head
+        head = self._heads[capability]
+        row = head.probabilities(unit_vector(text_vector)[np.newaxis, :])[0]
+        probabilities = {name: float(p) for name, p in zip(head.classes, row, strict=True)}
         return single_label_result(spec, probabilities)
 
     def read_rule(self, capability: str, deps: Mapping[str, CapabilityResult]) -> CapabilityResult:

@@ -39,23 +39,27 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the embedding_head capability to train")
 
 
-async def train(config: CapServeConfig, spec: CapabilitySpec) -> str:
-    """Trains and saves the head; returns the line that reports it."""
-    assert config.models_dir is not None and spec.model is not None
-    # The examples are checked before any engine starts.
-    examples = await asyncio.to_thread(training_set, spec)
+async def embed_on_model(
+    config: CapServeConfig, model: str, texts: Sequence[str], what: str
+) -> np.ndarray:
+    """Unit embeddings of texts from one model, on its own engine (started, then stopped)."""
+    assert config.models_dir is not None
     apply_engine_env(config.engine_env)
-    pool = ProcessorPool({spec.model: config.models[spec.model]}, config.models_dir)
+    pool = ProcessorPool({model: config.models[model]}, config.models_dir)
     await pool.start()
     try:
-        similarity = EmbeddingSimilarityProcessor(pool.engines[spec.model])
-
-        async def embed(texts: Sequence[str]) -> np.ndarray:
-            return await similarity.embed_all(texts, f"the examples of '{spec.name}'")
-
-        vectors = await embed(examples.texts)
+        return await EmbeddingSimilarityProcessor(pool.engines[model]).embed_all(texts, what)
     finally:
         await asyncio.to_thread(pool.stop)
+
+
+async def train(config: CapServeConfig, spec: CapabilitySpec) -> str:
+    """Trains and saves the head; returns the line that reports it."""
+    assert spec.model is not None
+    # The examples are checked before any engine starts.
+    examples = await asyncio.to_thread(training_set, spec)
+    what = f"the examples of '{spec.name}'"
+    vectors = await embed_on_model(config, spec.model, examples.texts, what)
     accuracy, folds = await asyncio.to_thread(
         cross_validated_accuracy, spec, vectors, examples.labels
     )

@@ -65,6 +65,10 @@ class FakeQuestions:
         probabilities = {n: float(n == names[0]) for n in names}
         return result_from_probabilities(capability, "v", probabilities)
 
+    def read_head(self, capability: str, text_vector: Sequence[float]) -> CapabilityResult:
+        names = self.registry.get(capability).label_names
+        return result_from_probabilities(capability, "v", {n: float(n == names[0]) for n in names})
+
     def read_rule(self, capability: str, deps: Mapping[str, CapabilityResult]) -> CapabilityResult:
         return evaluate_rule(self.registry.get(capability), deps)
 
@@ -158,7 +162,7 @@ async def test_a_request_costs_one_completions_call_per_level(
         peer = PeerPipeline(shipped_registry, questions, {"smollm2": llm, "minilm": emb})
         await peer.prepare()
         prepared = len(fake.calls)
-        assert prepared == 2  # topic and task_type label prototypes, once
+        assert prepared == 1  # topic's label prototypes, once (task_type reads its head)
         results = await peer.classify(["one", "two words"], ["route", "sentiment", "safety"])
     calls = fake.calls[prepared:]
     completions = [body for path, body in calls if path == "/v1/completions"]
@@ -172,7 +176,7 @@ async def test_a_request_costs_one_completions_call_per_level(
     assert peer.usage.completion_calls == 2
     assert peer.usage.prompts == 8
     assert peer.usage.prompt_tokens == 80
-    assert peer.usage.embedding_tokens == 3 * 7
+    assert peer.usage.embedding_tokens == 2 * 7  # the prototypes, then the texts
 
 
 async def test_a_failing_server_gives_a_peer_error_without_text(

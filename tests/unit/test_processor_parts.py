@@ -39,23 +39,23 @@ def test_route_rule_cases_in_order(shipped_registry: CapabilityRegistry):
     code = evaluate_rule(
         route,
         {
-            "task_type": dep("task_type", "code_generation", 0.9),
+            "task_type": dep("task_type", "Code Generation", 0.9),
             "complexity": dep("complexity", "complex", 0.8),
         },
     )
     assert code.label == "code_model" and code.confidence == 0.9
-    hard_math = evaluate_rule(
+    hard_question = evaluate_rule(
         route,
         {
-            "task_type": dep("task_type", "math", 0.7),
+            "task_type": dep("task_type", "Open QA", 0.7),
             "complexity": dep("complexity", "complex", 0.8),
         },
     )
-    assert hard_math.label == "reasoning_model" and hard_math.confidence == 0.7
+    assert hard_question.label == "reasoning_model" and hard_question.confidence == 0.7
     unsure = evaluate_rule(
         route,
         {
-            "task_type": dep("task_type", "chat", 0.9),
+            "task_type": dep("task_type", "Chatbot", 0.9),
             "complexity": dep("complexity", "complex", 0.55),
         },
     )
