@@ -229,7 +229,7 @@ def _check_formula_inputs(spec: CapabilitySpec, specs: Mapping[str, CapabilitySp
                 f"as in '{ref.dep}.<field>'"
             )
         elif ref.field is not None:
-            known = numeric_fields(dep, specs)
+            known = numeric_fields(dep)
             if known is not None and ref.field not in known:
                 problems.append(
                     f"formula: '{ref.ref}': '{ref.dep}' has no number field '{ref.field}' "
@@ -251,9 +251,7 @@ def has_score(spec: CapabilitySpec) -> bool:
     return model_kind and bool(values) and all(value is not None for value in values)
 
 
-def numeric_fields(
-    spec: CapabilitySpec, specs: Mapping[str, CapabilitySpec]
-) -> frozenset[str] | None:
+def numeric_fields(spec: CapabilitySpec) -> frozenset[str] | None:
     """The number fields of the capability's results, or None when they are not known before
     it runs (an llm_json schema without properties, a kind this module does not know)."""
     d = spec.definition
