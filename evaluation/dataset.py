@@ -20,7 +20,7 @@ from capabilities.kind_checks import walk_labels
 from capabilities.spec import CapabilitySpec
 from schemas.capability import LabelDefinition
 
-Form = Literal["single_label", "multilabel", "score"]
+Form = Literal["single_label", "multilabel", "score", "count"]
 Gold = str | frozenset[str] | float
 SPLITS = ("dev", "test")
 ROW_KEYS = frozenset({"text", "labels", "split"})
@@ -34,6 +34,9 @@ _FORM_OF_KIND: dict[str, Form] = {
     "rule": "single_label",
     "llm_multilabel": "multilabel",
     "llm_score": "score",
+    "formula": "score",
+    # A regex is evaluated on its count of matches (e.g. number_of_few_shots).
+    "regex": "count",
 }
 
 
@@ -86,10 +89,12 @@ def label_space(spec: CapabilitySpec) -> LabelSpace | None:
     form = _FORM_OF_KIND.get(spec.kind)
     if form is None:
         return None
+    if spec.labels and all(label.value is not None for label in spec.labels):
+        form = "score"  # labels with values: the result's score is what is evaluated
     if any(label.children for label in spec.labels):
         names = tuple(label.name for label in walk_labels(spec.labels))
         return LabelSpace(spec.name, form, names, node_paths(spec.labels))
-    return LabelSpace(spec.name, form, spec.label_names if form != "score" else ())
+    return LabelSpace(spec.name, form, spec.label_names if form not in ("score", "count") else ())
 
 
 def _short(value: object) -> str:
@@ -115,6 +120,10 @@ def check_gold(space: LabelSpace, value: Any) -> tuple[Gold | None, str | None]:
         if len(set(value)) != len(value):
             return None, "lists a label twice"
         return frozenset(value), None
+    if space.form == "count":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return None, f"must be a count (an integer >= 0), not {_short(value)}"
+        return float(value), None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None, f"must be a number in [0, 1], not {type(value).__name__}"
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
@@ -144,12 +153,17 @@ def _parse_line(line_no: int, raw: str) -> tuple[dict[str, Any] | None, str | No
 
 
 def parse_rows(
-    path: Path, lines: Iterable[str], spaces: Mapping[str, LabelSpace | None]
+    path: Path,
+    lines: Iterable[str],
+    spaces: Mapping[str, LabelSpace | None],
+    only: Sequence[str] | None = None,
 ) -> list[EvalRow]:
     """Every row of the file, validated against the capabilities' label spaces.
 
     `spaces` maps every known capability to its label space (None: a kind that cannot be
-    evaluated). Raises DatasetError listing every problem found.
+    evaluated); with `only`, the gold values of other capabilities are not read at all (a file
+    may then hold golds of capabilities this configuration lacks). Raises DatasetError listing
+    every problem found.
     """
     rows: list[EvalRow] = []
     problems: list[str] = []
@@ -162,6 +176,8 @@ def parse_rows(
             continue
         gold: dict[str, Gold] = {}
         for name, value in row["labels"].items():
+            if only is not None and name not in only:
+                continue
             where = f"line {line_no}: capability {_short(name)}"
             if name not in spaces:
                 known = ", ".join(sorted(spaces))
@@ -228,5 +244,5 @@ def load_dataset(
             ],
         )
     with path.open(encoding="utf-8") as lines:
-        rows = parse_rows(path, lines, spaces)
+        rows = parse_rows(path, lines, spaces, capabilities or None)
     return select(path, rows, capabilities, split)

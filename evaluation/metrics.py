@@ -69,6 +69,8 @@ class ScoreMetrics:
     n: int
     mae: float
     spearman: float | None
+    # Counts: the share of exact counts.
+    exact: float | None = None
 
 
 def _check_lengths(gold: Sequence[object], predicted: Sequence[object]) -> None:
@@ -220,6 +222,16 @@ def spearman(gold: Sequence[float], predicted: Sequence[float]) -> float | None:
 def score_metrics(gold: Sequence[float], predicted: Sequence[float]) -> ScoreMetrics:
     return ScoreMetrics(
         n=len(gold), mae=mean_absolute_error(gold, predicted), spearman=spearman(gold, predicted)
+    )
+
+
+def count_metrics(gold: Sequence[float], predicted: Sequence[float]) -> ScoreMetrics:
+    exact = sum(g == p for g, p in zip(gold, predicted, strict=True)) / len(gold)
+    return ScoreMetrics(
+        n=len(gold),
+        mae=mean_absolute_error(gold, predicted),
+        spearman=spearman(gold, predicted),
+        exact=exact,
     )
 
 

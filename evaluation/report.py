@@ -14,7 +14,12 @@ from evaluation.metrics import (
     SingleLabelMetrics,
 )
 
-FORM_TITLES = {"single_label": "single label", "multilabel": "multilabel", "score": "score"}
+FORM_TITLES = {
+    "single_label": "single label",
+    "multilabel": "multilabel",
+    "score": "score",
+    "count": "count",
+}
 ERRORS_SHOWN = 20
 
 
@@ -130,6 +135,8 @@ def summary_table(capabilities: Sequence[CapabilityReport]) -> list[str]:
             )
         elif isinstance(m, ScoreMetrics):
             headline = f"MAE {_fmt(m.mae)}, Spearman {_fmt(m.spearman)}"
+            if m.exact is not None:
+                headline = f"exact {_fmt(m.exact)}, {headline}"
         else:
             headline = "-"
         rows.append([c.name, FORM_TITLES[c.form], m.n if m else 0, c.errors, headline])

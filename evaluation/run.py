@@ -33,6 +33,7 @@ from evaluation.dataset import (
 )
 from evaluation.metrics import (
     Metrics,
+    count_metrics,
     multilabel_metrics,
     score_metrics,
     single_label_metrics,
@@ -94,6 +95,9 @@ def prediction_of(space: LabelSpace, result: CapabilityResult) -> Prediction:
         return frozenset(result.labels or ())
     if space.form == "score":
         return result.score
+    if space.form == "count":
+        count = (result.fields or {}).get("count")
+        return float(count) if isinstance(count, int | float) else None
     return result.label
 
 
@@ -127,7 +131,7 @@ async def classify_row(
             return outcome
         for name in pending:
             predicted = prediction_of(spaces[name], result.per_text[0][name])
-            if predicted is None and spaces[name].form == "score":
+            if predicted is None and spaces[name].form in ("score", "count"):
                 outcome.errors.append(RowError(row.line, name, "the result carries no score"))
             else:
                 outcome.predictions[name] = predicted
@@ -164,6 +168,8 @@ def capability_metrics(
         )
     if space.form == "score":
         return score_metrics([cast(float, g) for g in gold], [cast(float, p) for p in predicted])
+    if space.form == "count":
+        return count_metrics([cast(float, g) for g in gold], [cast(float, p) for p in predicted])
     labels = [cast(str, g) for g in gold], [cast("str | None", p) for p in predicted]
     if space.paths:
         return taxonomy_metrics(*labels, space.paths)

@@ -10,11 +10,15 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from capabilities.results import CapabilityResult, normalise, result_from_probabilities
+from capabilities.outputs import single_label_result
+from capabilities.results import CapabilityResult, normalise
 from capabilities.spec import CapabilitySpec
 from processors.base import ItemFailure, ItemOutcome, Processor, ProcessorInput, WindowContext
 from processors.engines import EngineWork
+from processors.formula import FormulaProcessor
+from processors.regex import RegexProcessor
 from processors.rule import RuleProcessor
 
 SHIPPED_CAPABILITIES = Path(__file__).resolve().parents[2] / "configs" / "capabilities"
@@ -41,7 +45,26 @@ def fake_result(spec: CapabilitySpec, text: str) -> CapabilityResult:
         passing = tuple(name for name, p in probabilities.items() if p >= 0.5)
         top = passing[0] if passing else None
         return CapabilityResult(spec.name, spec.version, top, 1.0, probabilities, labels=passing)
-    return result_from_probabilities(spec.name, spec.version, fake_probabilities(spec, text))
+    if spec.kind == "llm_json":
+        fields = fake_json(spec.definition.output_schema or {})
+        assert isinstance(fields, dict)
+        field = spec.definition.label_field
+        label = str(fields[field]) if field else None
+        return CapabilityResult(spec.name, spec.version, label, 1.0, {}, fields=fields)
+    return single_label_result(spec, fake_probabilities(spec, text))
+
+
+def fake_json(schema: dict[str, Any]) -> Any:
+    """The simplest value that follows a (simple) JSON schema: the first enum value, empty
+    strings and arrays, objects with every property."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        return {name: fake_json(sub) for name, sub in schema.get("properties", {}).items()}
+    return {"array": [], "string": "", "integer": 0, "number": 0.0, "boolean": False}.get(
+        str(kind)
+    )
 
 
 @dataclass
@@ -90,7 +113,12 @@ class FakePool:
 
     def __init__(self, processor: FakeProcessor | None = None) -> None:
         self.processor = processor or FakeProcessor()
-        self.rule = RuleProcessor()
+        # The kinds that use no model run for real.
+        self.modelless: dict[str, Processor] = {
+            "rule": RuleProcessor(),
+            "regex": RegexProcessor(),
+            "formula": FormulaProcessor(),
+        }
         self.started = 0
         self.stopped = 0
 
@@ -111,7 +139,7 @@ class FakePool:
         return {"fake": EngineWork()}
 
     def processor_for(self, spec: CapabilitySpec) -> Processor:
-        return self.rule if spec.kind == "rule" else self.processor
+        return self.modelless.get(spec.kind, self.processor)
 
     def executions(self, capability: str) -> list[Call]:
         return [c for c in self.processor.calls if c.capability == capability]

@@ -4,7 +4,6 @@ the configuration's models, no engine started."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
