@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from capabilities.registry import CapabilityRegistry
-from tests.unit.fakes import SHIPPED_CAPABILITIES, SHIPPED_RUNNERS
+from tests.unit.fakes import CLASSIC_CAPABILITIES, SHIPPED_CAPABILITIES, SHIPPED_RUNNERS
 
 # The seed-001 example as a DAG: A asks [classification], B [classification, recommendations],
 # C [classification, alerts]; both later ones depend on classification.
@@ -59,6 +59,12 @@ def write_capabilities(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def shipped_registry() -> CapabilityRegistry:
     return CapabilityRegistry.from_directory(SHIPPED_CAPABILITIES, SHIPPED_RUNNERS)
+
+
+@pytest.fixture
+def classic_registry() -> CapabilityRegistry:
+    """The frozen capability set of mechanism tests (see fakes.CLASSIC_CAPABILITIES)."""
+    return CapabilityRegistry.from_directory(CLASSIC_CAPABILITIES, SHIPPED_RUNNERS)
 
 
 @pytest.fixture

@@ -22,6 +22,11 @@ from processors.regex import RegexProcessor
 from processors.rule import RuleProcessor
 
 SHIPPED_CAPABILITIES = Path(__file__).resolve().parents[2] / "configs" / "capabilities"
+# A frozen capability set for tests of mechanisms (plans, pipeline, cache keys, API shapes):
+# the pack as it was before the seed pack, with LLM questions of every kind, an embedding
+# capability and a two-deep chain (route -> complexity -> task_type). It does not change when
+# the shipped pack does.
+CLASSIC_CAPABILITIES = Path(__file__).resolve().parents[1] / "data" / "classic_capabilities"
 SHIPPED_RUNNERS = {"smollm2": "generate", "minilm": "pooling"}
 
 
@@ -62,9 +67,7 @@ def fake_json(schema: dict[str, Any]) -> Any:
     kind = schema.get("type")
     if kind == "object":
         return {name: fake_json(sub) for name, sub in schema.get("properties", {}).items()}
-    return {"array": [], "string": "", "integer": 0, "number": 0.0, "boolean": False}.get(
-        str(kind)
-    )
+    return {"array": [], "string": "", "integer": 0, "number": 0.0, "boolean": False}.get(str(kind))
 
 
 @dataclass

@@ -24,8 +24,8 @@ def make_client(registry: CapabilityRegistry, pool: FakePool, **batching: Any) -
 
 
 @pytest.fixture
-def client(shipped_registry: CapabilityRegistry) -> Iterator[TestClient]:
-    with make_client(shipped_registry, FakePool()) as c:
+def client(classic_registry: CapabilityRegistry) -> Iterator[TestClient]:
+    with make_client(classic_registry, FakePool()) as c:
         yield c
 
 
@@ -127,10 +127,10 @@ def test_error_messages_never_echo_the_text(client: TestClient, texts: list[obje
 
 
 def test_a_failed_capability_is_an_explicit_500_without_the_text(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
 ):
     pool = FakePool()
-    with make_client(shipped_registry, pool) as c:
+    with make_client(classic_registry, pool) as c:
         pool.processor.fail_on.add("sentiment")  # after the warm-up
         response = c.post("/classify", json={"texts": ["a"], "capabilities": ["escalation"]})
     assert response.status_code == 500
@@ -140,9 +140,9 @@ def test_a_failed_capability_is_an_explicit_500_without_the_text(
     assert "SECRET" not in response.text
 
 
-def test_a_failed_text_on_the_single_endpoint_is_called_text(shipped_registry: CapabilityRegistry):
+def test_a_failed_text_on_the_single_endpoint_is_called_text(classic_registry: CapabilityRegistry):
     pool = FakePool()
-    with make_client(shipped_registry, pool) as c:
+    with make_client(classic_registry, pool) as c:
         pool.processor.fail_texts.add("doomed")
         response = c.post("/classify/single", json={"text": "doomed", "capabilities": ["topic"]})
     assert response.status_code == 500
@@ -159,8 +159,8 @@ def test_mode_header_is_refused_unless_enabled(client: TestClient):
     assert error_of(response)["details"][0]["field"] == "X-Capserve-Batching"
 
 
-def test_mode_header_selects_naive_when_enabled(shipped_registry: CapabilityRegistry):
-    with make_client(shipped_registry, FakePool(), allow_mode_header=True) as c:
+def test_mode_header_selects_naive_when_enabled(classic_registry: CapabilityRegistry):
+    with make_client(classic_registry, FakePool(), allow_mode_header=True) as c:
         response = c.post(
             "/classify",
             json={"texts": ["a"], "capabilities": ["sentiment"]},
@@ -195,9 +195,9 @@ def test_capabilities_health_and_stats(client: TestClient):
     assert stats["engines"]["constructions"] == 0
 
 
-def test_lifespan_starts_warms_up_and_stops_the_pool(shipped_registry: CapabilityRegistry):
+def test_lifespan_starts_warms_up_and_stops_the_pool(classic_registry: CapabilityRegistry):
     pool = FakePool()
-    with make_client(shipped_registry, pool) as c:
+    with make_client(classic_registry, pool) as c:
         assert pool.started == 1 and pool.stopped == 0
         warmed = {call.capability for call in pool.processor.calls}
         assert warmed == {
@@ -213,9 +213,9 @@ def test_lifespan_starts_warms_up_and_stops_the_pool(shipped_registry: Capabilit
     assert pool.stopped == 1
 
 
-def test_a_failing_warm_up_stops_the_start(shipped_registry: CapabilityRegistry):
+def test_a_failing_warm_up_stops_the_start(classic_registry: CapabilityRegistry):
     pool = FakePool(FakeProcessor(fail_on={"topic"}))
-    client = make_client(shipped_registry, pool)
+    client = make_client(classic_registry, pool)
     with pytest.raises(RuntimeError, match="warm-up failed: capability 'topic' failed"):
         client.__enter__()
     assert pool.stopped == 1  # the engines that started are stopped again

@@ -94,8 +94,8 @@ class FakeVllm:
         return httpx.Response(200, json={"choices": choices[::-1], "usage": usage})
 
 
-def test_levels_follow_dependencies(shipped_registry: CapabilityRegistry):
-    levels = dependency_levels(shipped_registry, ["route", "sentiment", "escalation"])
+def test_levels_follow_dependencies(classic_registry: CapabilityRegistry):
+    levels = dependency_levels(classic_registry, ["route", "sentiment", "escalation"])
     assert [sorted(level) for level in levels] == [
         ["sentiment", "task_type"],
         ["complexity", "escalation"],
@@ -103,11 +103,11 @@ def test_levels_follow_dependencies(shipped_registry: CapabilityRegistry):
     ]
 
 
-def test_one_call_per_model_carries_every_prompt_as_a_list(shipped_registry: CapabilityRegistry):
-    questions = FakeQuestions(shipped_registry)
+def test_one_call_per_model_carries_every_prompt_as_a_list(classic_registry: CapabilityRegistry):
+    questions = FakeQuestions(classic_registry)
     texts = ["short", "a longer text"]
     calls = completion_calls(
-        shipped_registry, questions, ["sentiment", "safety", "task_type"], texts, [{}, {}]
+        classic_registry, questions, ["sentiment", "safety", "task_type"], texts, [{}, {}]
     )
     assert len(calls) == 1  # every LLM question of the level on smollm2: one call
     (call,) = calls
@@ -137,9 +137,9 @@ def test_token_keys_are_parsed_and_bad_keys_are_refused():
         first_step_logprobs({"logprobs": None})
 
 
-def test_choices_are_matched_by_index_and_counted(shipped_registry: CapabilityRegistry):
-    questions = FakeQuestions(shipped_registry)
-    (call,) = completion_calls(shipped_registry, questions, ["safety"], ["t"], [{}])
+def test_choices_are_matched_by_index_and_counted(classic_registry: CapabilityRegistry):
+    questions = FakeQuestions(classic_registry)
+    (call,) = completion_calls(classic_registry, questions, ["safety"], ["t"], [{}])
     steps = [{"token_id:1": -0.1}, {"token_id:2": -0.2}]
     choices = [{"index": 1, "logprobs": {"top_logprobs": [steps[1]]}}]
     choices.append({"index": 0, "logprobs": {"top_logprobs": [steps[0]]}})
@@ -150,19 +150,19 @@ def test_choices_are_matched_by_index_and_counted(shipped_registry: CapabilityRe
 
 
 async def test_a_request_costs_one_completions_call_per_level(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
 ):
     fake = FakeVllm()
-    questions = FakeQuestions(shipped_registry)
+    questions = FakeQuestions(classic_registry)
     transport = httpx.MockTransport(fake.handler)
     async with (
         httpx.AsyncClient(transport=transport, base_url="http://llm") as llm,
         httpx.AsyncClient(transport=transport, base_url="http://emb") as emb,
     ):
-        peer = PeerPipeline(shipped_registry, questions, {"smollm2": llm, "minilm": emb})
+        peer = PeerPipeline(classic_registry, questions, {"smollm2": llm, "minilm": emb})
         await peer.prepare()
         prepared = len(fake.calls)
-        assert prepared == 1  # topic's label prototypes, once (task_type reads its head)
+        assert prepared == 2  # the label prototypes of topic and task_type, once each
         results = await peer.classify(["one", "two words"], ["route", "sentiment", "safety"])
     calls = fake.calls[prepared:]
     completions = [body for path, body in calls if path == "/v1/completions"]
@@ -172,22 +172,22 @@ async def test_a_request_costs_one_completions_call_per_level(
     assert len(embeddings) == 1 and embeddings[0]["input"] == ["one", "two words"]
     assert questions.deps_seen["complexity"] == [{"task_type"}, {"task_type"}]
     assert [sorted(r) for r in results] == [["route", "safety", "sentiment"]] * 2
-    assert results[0]["route"].label in shipped_registry.get("route").label_names
+    assert results[0]["route"].label in classic_registry.get("route").label_names
     assert peer.usage.completion_calls == 2
     assert peer.usage.prompts == 8
     assert peer.usage.prompt_tokens == 80
-    assert peer.usage.embedding_tokens == 2 * 7  # the prototypes, then the texts
+    assert peer.usage.embedding_tokens == 3 * 7  # the prototypes, then the texts
 
 
 async def test_a_failing_server_gives_a_peer_error_without_text(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
 ):
     def refuse(request: httpx.Request) -> httpx.Response:
         return httpx.Response(400, json={"error": "bad"})
 
     transport = httpx.MockTransport(refuse)
     async with httpx.AsyncClient(transport=transport, base_url="http://llm") as llm:
-        peer = PeerPipeline(shipped_registry, FakeQuestions(shipped_registry), {"smollm2": llm})
+        peer = PeerPipeline(classic_registry, FakeQuestions(classic_registry), {"smollm2": llm})
         with pytest.raises(PeerError, match="HTTP 400") as caught:
             await peer.classify(["secret text"], ["sentiment"])
     assert "secret" not in str(caught.value)

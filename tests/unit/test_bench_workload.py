@@ -52,18 +52,18 @@ def test_duplicate_rate_outside_0_1_is_refused():
         make_workload(0, "a", 4, duplicate_rate=1.5)
 
 
-def test_pack_is_every_llm_question_plus_dependencies(shipped_registry: CapabilityRegistry):
-    pack = pack_capabilities(shipped_registry)
-    llm = {s.name for s in shipped_registry.specs() if s.kind.startswith("llm_")}
+def test_pack_is_every_llm_question_plus_dependencies(classic_registry: CapabilityRegistry):
+    pack = pack_capabilities(classic_registry)
+    llm = {s.name for s in classic_registry.specs() if s.kind.startswith("llm_")}
     assert llm == {"sentiment", "safety", "reasoning", "creativity", "complexity"}
     assert set(pack) == llm | {"task_type"}  # complexity reads task_type
     assert pack.index("task_type") < pack.index("complexity")
 
 
-def test_pack_workload_asks_the_pack_of_every_text(shipped_registry: CapabilityRegistry):
+def test_pack_workload_asks_the_pack_of_every_text(classic_registry: CapabilityRegistry):
     class Args:
         seed, duplicate_rate, long, pack = 0, 0.25, True, True
 
-    workload = phase_workload(Args(), shipped_registry, "r0", 10)  # type: ignore[arg-type]
-    assert {r.capabilities for r in workload} == {pack_capabilities(shipped_registry)}
+    workload = phase_workload(Args(), classic_registry, "r0", 10)  # type: ignore[arg-type]
+    assert {r.capabilities for r in workload} == {pack_capabilities(classic_registry)}
     assert all(rough_tokens(t) >= LONG_MIN_TOKENS for t in texts_of(workload))

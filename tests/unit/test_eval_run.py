@@ -35,14 +35,14 @@ def test_a_bad_file_exits_1_naming_lines_and_capabilities(
         {"text": SECRET, "labels": {"sentiment": "neutral"}},
         {"text": SECRET, "labels": {"sentiment": ["neutral"]}},
         {"text": SECRET, "labels": {"mood": "calm"}},
-        {"text": SECRET, "labels": {"creativity": -0.1}},
+        {"text": SECRET, "labels": {"creativity_scope": -0.1}},
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert main(["eval", str(path), "--config", str(REPO / "configs/default.yaml")]) == 1
     err = capsys.readouterr().err
     assert "line 2: capability 'sentiment': must be one label" in err
     assert "line 3: capability 'mood' is unknown" in err
-    assert "line 4: capability 'creativity': -0.1 is outside [0, 1]" in err
+    assert "line 4: capability 'creativity_scope': -0.1 is outside [0, 1]" in err
     assert "SECRET" not in err
 
 

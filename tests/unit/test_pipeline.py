@@ -45,9 +45,9 @@ async def test_seed_001_batched_vs_naive_execution_counts(seed_registry: Capabil
     assert counts["naive"] == (5, 5)
 
 
-async def test_each_capability_runs_once_over_unique_texts(shipped_registry: CapabilityRegistry):
+async def test_each_capability_runs_once_over_unique_texts(classic_registry: CapabilityRegistry):
     pool = FakePool()
-    runtime = runtime_for(shipped_registry, pool)
+    runtime = runtime_for(classic_registry, pool)
     results = await asyncio.gather(
         runtime.classify(["x", "y"], ["topic"]),
         runtime.classify(["y", "z", "y"], ["topic", "sentiment"]),
@@ -65,9 +65,9 @@ async def test_each_capability_runs_once_over_unique_texts(shipped_registry: Cap
 
 
 async def test_results_are_split_back_per_request_in_input_order(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
 ):
-    runtime = runtime_for(shipped_registry, FakePool())
+    runtime = runtime_for(classic_registry, FakePool())
     first, second = await asyncio.gather(
         runtime.classify(["b", "a"], ["topic"]),
         runtime.classify(["a", "c", "a"], ["sentiment", "topic"]),
@@ -80,10 +80,10 @@ async def test_results_are_split_back_per_request_in_input_order(
 
 
 async def test_dependency_results_reach_dependents_and_are_shown_on_request(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
 ):
     pool = FakePool()
-    runtime = runtime_for(shipped_registry, pool)
+    runtime = runtime_for(classic_registry, pool)
     hidden = await runtime.classify(["write code"], ["route"])
     assert list(hidden.per_text[0]) == ["route"]
     shown = await runtime.classify(["write code"], ["route"], include_dependencies=True)
@@ -97,16 +97,16 @@ async def test_dependency_results_reach_dependents_and_are_shown_on_request(
     }
 
 
-async def test_independent_capabilities_run_concurrently(shipped_registry: CapabilityRegistry):
+async def test_independent_capabilities_run_concurrently(classic_registry: CapabilityRegistry):
     pool = FakePool(FakeProcessor(delay=0.05))
-    runtime = runtime_for(shipped_registry, pool)
+    runtime = runtime_for(classic_registry, pool)
     await runtime.classify(["t"], ["topic", "sentiment", "task_type"])
     assert pool.processor.max_running == 3
 
 
-async def test_a_failure_fails_its_dependents_only(shipped_registry: CapabilityRegistry):
+async def test_a_failure_fails_its_dependents_only(classic_registry: CapabilityRegistry):
     pool = FakePool(FakeProcessor(fail_on={"task_type"}))
-    runtime = runtime_for(shipped_registry, pool)
+    runtime = runtime_for(classic_registry, pool)
     failing, fine = await asyncio.gather(
         runtime.classify(["t"], ["route"]),
         runtime.classify(["t"], ["sentiment"]),
@@ -122,18 +122,18 @@ async def test_a_failure_fails_its_dependents_only(shipped_registry: CapabilityR
     assert stats["failed_requests"] == 1 and stats["capabilities"]["task_type"]["errors"] == 1
 
 
-async def test_unknown_capability_is_refused_before_queueing(shipped_registry: CapabilityRegistry):
+async def test_unknown_capability_is_refused_before_queueing(classic_registry: CapabilityRegistry):
     pool = FakePool()
-    runtime = runtime_for(shipped_registry, pool)
+    runtime = runtime_for(classic_registry, pool)
     with pytest.raises(ValueError, match="valid capabilities: complexity"):
         await runtime.classify(["t"], ["nope"])
     assert pool.processor.calls == []
 
 
 async def test_stats_count_windows_latency_and_per_capability_work(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
 ):
-    runtime = runtime_for(shipped_registry, FakePool())
+    runtime = runtime_for(classic_registry, FakePool())
     await asyncio.gather(*(runtime.classify([f"t{i}", "shared"], ["sentiment"]) for i in range(5)))
     stats = runtime.stats.snapshot()
     assert stats["requests"] == 5 and stats["windows"] == 1
@@ -145,10 +145,10 @@ async def test_stats_count_windows_latency_and_per_capability_work(
 
 
 async def test_a_failing_text_fails_only_the_requests_that_hold_it(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
 ):
     pool = FakePool(FakeProcessor(fail_texts={"bad"}))
-    runtime = runtime_for(shipped_registry, pool)
+    runtime = runtime_for(classic_registry, pool)
     failing, fine = await asyncio.gather(
         runtime.classify(["ok one", "bad"], ["route"]),
         runtime.classify(["ok one", "ok two"], ["route"]),
@@ -164,14 +164,14 @@ async def test_a_failing_text_fails_only_the_requests_that_hold_it(
     assert sorted(complexity.texts) == ["ok one", "ok two"]
 
 
-async def test_a_slow_request_times_out_with_a_clear_error(shipped_registry: CapabilityRegistry):
+async def test_a_slow_request_times_out_with_a_clear_error(classic_registry: CapabilityRegistry):
     config = CapServeConfig(
         models={"smollm2": ModelConfig(source="x", runner="generate")},
         batching=BatchingConfig(window_ms=10),
         limits=LimitsConfig(request_timeout_s=0.2),
     )
     pool = FakePool(FakeProcessor(delay=5.0))
-    runtime = Runtime(config, shipped_registry, pool)
+    runtime = Runtime(config, classic_registry, pool)
     with pytest.raises(RequestTimeoutError, match=r"did not finish within 0\.2 s"):
         await runtime.classify(["t"], ["sentiment"])
     assert [c.capability for c in pool.processor.calls] == ["sentiment"]  # it was running
@@ -181,9 +181,9 @@ async def test_a_slow_request_times_out_with_a_clear_error(shipped_registry: Cap
     assert pool.processor.running == 0
 
 
-async def test_closing_naive_mode_waits_for_running_requests(shipped_registry: CapabilityRegistry):
+async def test_closing_naive_mode_waits_for_running_requests(classic_registry: CapabilityRegistry):
     pool = FakePool(FakeProcessor(delay=0.05))
-    runtime = runtime_for(shipped_registry, pool, mode="naive")
+    runtime = runtime_for(classic_registry, pool, mode="naive")
     running = asyncio.create_task(runtime.classify(["t"], ["sentiment"]))
     await asyncio.sleep(0.01)
     assert pool.processor.running == 1

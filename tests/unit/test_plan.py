@@ -38,10 +38,10 @@ def test_texts_are_deduplicated_across_requests(seed_registry: CapabilityRegistr
 
 
 def test_dependencies_are_planned_for_the_texts_that_need_them(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
 ):
     plan = build_plan(
-        shipped_registry,
+        classic_registry,
         [WorkItem(("a",), ("route",)), WorkItem(("b",), ("sentiment",))],
     )
     steps = {step.capability: step.text_ids for step in plan.steps}
@@ -57,12 +57,12 @@ def known_result(registry: CapabilityRegistry, name: str, text: str) -> Capabili
 
 
 def test_known_results_are_subtracted_with_the_dependencies_they_spare(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
 ):
-    route_a = known_result(shipped_registry, "route", "a")
-    complexity_b = known_result(shipped_registry, "complexity", "b")
+    route_a = known_result(classic_registry, "route", "a")
+    complexity_b = known_result(classic_registry, "complexity", "b")
     plan = build_plan(
-        shipped_registry,
+        classic_registry,
         [WorkItem(("a", "b", "c"), ("route",))],
         known={("route", "a"): route_a, ("complexity", "b"): complexity_b},
     )
@@ -76,28 +76,28 @@ def test_known_results_are_subtracted_with_the_dependencies_they_spare(
     assert plan.capability_executions == 3 and plan.naive_equivalent_executions == 3
 
 
-def test_steps_with_every_text_known_are_dropped(shipped_registry: CapabilityRegistry):
-    known = {("sentiment", "x"): known_result(shipped_registry, "sentiment", "x")}
-    plan = build_plan(shipped_registry, [WorkItem(("x",), ("sentiment", "topic"))], known=known)
+def test_steps_with_every_text_known_are_dropped(classic_registry: CapabilityRegistry):
+    known = {("sentiment", "x"): known_result(classic_registry, "sentiment", "x")}
+    plan = build_plan(classic_registry, [WorkItem(("x",), ("sentiment", "topic"))], known=known)
     assert [(s.capability, s.text_ids) for s in plan.steps] == [("topic", (0,))]
     assert plan.is_known("sentiment", 0) and not plan.is_known("topic", 0)
 
 
-def test_known_results_unused_by_the_window_are_left_out(shipped_registry: CapabilityRegistry):
+def test_known_results_unused_by_the_window_are_left_out(classic_registry: CapabilityRegistry):
     known = {
-        ("route", "x"): known_result(shipped_registry, "route", "x"),
-        ("task_type", "x"): known_result(shipped_registry, "task_type", "x"),  # not needed
+        ("route", "x"): known_result(classic_registry, "route", "x"),
+        ("task_type", "x"): known_result(classic_registry, "task_type", "x"),  # not needed
     }
-    plan = build_plan(shipped_registry, [WorkItem(("x",), ("route",))], known=known)
+    plan = build_plan(classic_registry, [WorkItem(("x",), ("route",))], known=known)
     assert plan.steps == () and set(plan.known) == {"route"}
 
 
 def test_returned_dependencies_are_needed_even_when_the_dependent_is_known(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
 ):
-    known = {("complexity", "x"): known_result(shipped_registry, "complexity", "x")}
+    known = {("complexity", "x"): known_result(classic_registry, "complexity", "x")}
     plan = build_plan(
-        shipped_registry,
+        classic_registry,
         [WorkItem(("x",), ("complexity",), include_dependencies=True)],
         known=known,
     )

@@ -34,33 +34,37 @@ def dep(name: str, label: str, confidence: float) -> CapabilityResult:
     return CapabilityResult(name, "v", label, confidence, {label: confidence})
 
 
+def complexity(score: float) -> CapabilityResult:
+    return CapabilityResult(
+        "complexity", "v", None, 0.9, {}, score=score, fields={"prompt_complexity_score": score}
+    )
+
+
 def test_route_rule_cases_in_order(shipped_registry: CapabilityRegistry):
     route = shipped_registry.get("route")
-    code = evaluate_rule(
+    creative = evaluate_rule(
         route,
-        {
-            "task_type": dep("task_type", "Code Generation", 0.9),
-            "complexity": dep("complexity", "complex", 0.8),
-        },
+        {"task_type": dep("task_type", "Text Generation", 0.9), "complexity": complexity(0.1)},
     )
-    assert code.label == "code_model" and code.confidence == 0.9
-    hard_question = evaluate_rule(
+    assert creative.label == "slow" and creative.details["tier"] == "large"
+    assert creative.details["matched"] == "case 0"
+    hard = evaluate_rule(
         route,
-        {
-            "task_type": dep("task_type", "Open QA", 0.7),
-            "complexity": dep("complexity", "complex", 0.8),
-        },
+        {"task_type": dep("task_type", "Code Generation", 0.9), "complexity": complexity(0.6)},
     )
-    assert hard_question.label == "reasoning_model" and hard_question.confidence == 0.7
+    assert hard.label == "slow" and hard.details["matched"] == "case 1"
+    # A fast decision on an uncertain task type goes slow (the YAML's threshold).
     unsure = evaluate_rule(
         route,
-        {
-            "task_type": dep("task_type", "Chatbot", 0.9),
-            "complexity": dep("complexity", "complex", 0.55),
-        },
+        {"task_type": dep("task_type", "Code Generation", 0.3), "complexity": complexity(0.1)},
     )
-    assert unsure.label == "small_model" and unsure.details["matched"] == "default"
-    assert sum(unsure.probabilities.values()) == 1.0
+    assert unsure.label == "slow" and unsure.details["tier"] == "medium"
+    simple = evaluate_rule(
+        route, {"task_type": dep("task_type", "Closed QA", 0.8), "complexity": complexity(0.1)}
+    )
+    assert simple.label == "fast" and simple.details["matched"] == "default"
+    assert simple.details["tier"] == "small"
+    assert sum(simple.probabilities.values()) == 1.0
 
 
 async def test_window_context_computes_each_key_once():
@@ -125,7 +129,7 @@ async def test_special_token_text_in_a_submission_stays_plain_text():
 
 
 async def test_per_version_builds_once_per_version_and_retries_a_failed_build(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
 ):
     from processors.base import PerVersion
 
@@ -139,7 +143,7 @@ async def test_per_version_builds_once_per_version_and_retries_a_failed_build(
             raise RuntimeError("engine busy")
         return len(builds)
 
-    spec = shipped_registry.get("topic")
+    spec = classic_registry.get("topic")
     with pytest.raises(RuntimeError):
         await cache.get(spec, build)
     values = await asyncio.gather(*(cache.get(spec, build) for _ in range(5)))

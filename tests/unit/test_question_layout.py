@@ -26,6 +26,7 @@ from processors.questions.standalone import StandaloneQuestions
 from schemas.config import PromptingConfig
 from server.registry_loading import model_fingerprints
 from server.settings import load_config
+from tests.unit.fakes import CLASSIC_CAPABILITIES
 
 REPO = Path(__file__).resolve().parents[2]
 BLOCK = 32
@@ -45,8 +46,9 @@ def tokenizer() -> Any:
 def registry(prompting: PromptingConfig | None = None) -> CapabilityRegistry:
     config = load_config(REPO / "configs/default.yaml")
     runners = {name: m.runner for name, m in config.models.items()}
+    # The frozen classic set: LLM questions of every kind, shared and own (fakes.py).
     return CapabilityRegistry.from_directory(
-        config.capabilities_dir, runners, model_fingerprints(config), prompting
+        CLASSIC_CAPABILITIES, runners, model_fingerprints(config), prompting
     )
 
 

@@ -44,8 +44,13 @@ def load_error(directory: Path) -> str:
 
 def test_shipped_capabilities_load_with_a_two_deep_chain(shipped_registry: CapabilityRegistry):
     names = shipped_registry.names()
-    assert {"sentiment", "topic", "task_type", "complexity", "route", "escalation"} <= set(names)
-    assert shipped_registry.resolve(["route"]) == ["task_type", "complexity", "route"]
+    assert {"sentiment", "topic", "task_type", "complexity", "route", "alerts", "pii"} <= set(names)
+    route = shipped_registry.resolve(["route"])
+    # route -> complexity -> NVIDIA's dimensions: dependencies first, each once.
+    assert route[-1] == "route" and {"task_type", "complexity"} <= set(route)
+    assert route.index("reasoning") < route.index("complexity")
+    assert {"reasoning", "creativity_scope", "number_of_few_shots"} <= set(route)
+    assert len(route) == len(set(route))
 
 
 def test_resolve_returns_dependencies_first_and_each_once(write_capabilities: Write):

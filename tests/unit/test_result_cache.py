@@ -44,11 +44,11 @@ def texts_of(pool: FakePool, capability: str) -> list[str]:
 
 
 def test_the_key_depends_on_the_secret_and_never_holds_the_text(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
 ):
     text = "my private message"
-    one = CacheKeys(shipped_registry, b"secret one")
-    other = CacheKeys(shipped_registry, b"secret two")
+    one = CacheKeys(classic_registry, b"secret one")
+    other = CacheKeys(classic_registry, b"secret two")
     key = one.key("sentiment", text)
     assert key == one.key("sentiment", text) and key.capability == "sentiment"
     assert key != other.key("sentiment", text)
@@ -56,16 +56,16 @@ def test_the_key_depends_on_the_secret_and_never_holds_the_text(
     assert key != one.key("topic", text)
     assert text not in key.value and "private" not in key.value
     with pytest.raises(ValueError, match="secret"):
-        CacheKeys(shipped_registry, b"")
+        CacheKeys(classic_registry, b"")
 
 
 def test_the_key_covers_the_versions_of_the_dependency_closure(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
 ):
-    specs = {spec.name: spec for spec in shipped_registry.specs()}
+    specs = {spec.name: spec for spec in classic_registry.specs()}
     # Only task_type's version differs; route depends on it through complexity.
     changed = dict(specs, task_type=dataclasses.replace(specs["task_type"], version="changed"))
-    before = CacheKeys(shipped_registry, b"s")
+    before = CacheKeys(classic_registry, b"s")
     after = CacheKeys(CapabilityRegistry(changed), b"s")
     for name in ("task_type", "complexity", "route"):
         assert before.key(name, "t") != after.key(name, "t"), name
@@ -113,7 +113,7 @@ def test_memory_entries_expire_after_the_ttl():
 # Codec
 
 
-def test_every_result_shape_round_trips(shipped_registry: CapabilityRegistry):
+def test_every_result_shape_round_trips(classic_registry: CapabilityRegistry):
     shapes = [
         CapabilityResult("s", "v", None, 1.0, {}, score=0.25),
         CapabilityResult("m", "v", None, 1.0, {"x": 0.2, "y": 0.1}, labels=()),
@@ -122,7 +122,7 @@ def test_every_result_shape_round_trips(shipped_registry: CapabilityRegistry):
             "r", "v", "a", 1 / 3, {"a": 1.0, "b": 0.0}, {"matched": "case 0", "inputs": {"t": "b"}}
         ),
     ]
-    shapes += [fake_result(spec, "some text") for spec in shipped_registry.specs()]
+    shapes += [fake_result(spec, "some text") for spec in classic_registry.specs()]
     for shape in shapes:
         assert decode_result(encode_result(shape)) == shape
     with pytest.raises(UnreadableValueError, match="unreadable"):
@@ -132,18 +132,18 @@ def test_every_result_shape_round_trips(shipped_registry: CapabilityRegistry):
 # Configuration
 
 
-def test_unknown_excluded_capability_is_a_config_error(shipped_registry: CapabilityRegistry):
+def test_unknown_excluded_capability_is_a_config_error(classic_registry: CapabilityRegistry):
     with pytest.raises(ConfigError, match=r"cache\.exclude: unknown capability 'nope'"):
-        build_result_lookup(CacheConfig(exclude=["nope"]), shipped_registry)
-    assert build_result_lookup(CacheConfig(enabled=False), shipped_registry) is None
+        build_result_lookup(CacheConfig(exclude=["nope"]), classic_registry)
+    assert build_result_lookup(CacheConfig(enabled=False), classic_registry) is None
 
 
 # Through the runtime
 
 
-async def test_a_repeated_request_is_answered_on_arrival(shipped_registry: CapabilityRegistry):
+async def test_a_repeated_request_is_answered_on_arrival(classic_registry: CapabilityRegistry):
     pool = FakePool()
-    runtime = runtime_for(shipped_registry, pool)
+    runtime = runtime_for(classic_registry, pool)
     first = await runtime.classify(["a", "b"], ["sentiment", "topic"])
     calls = len(pool.processor.calls)
     second = await runtime.classify(["b", "a", "b"], ["topic", "sentiment"])
@@ -162,9 +162,9 @@ async def test_a_repeated_request_is_answered_on_arrival(shipped_registry: Capab
     assert cache["l2"]["state"] == "off"
 
 
-async def test_partial_hits_compute_only_the_misses(shipped_registry: CapabilityRegistry):
+async def test_partial_hits_compute_only_the_misses(classic_registry: CapabilityRegistry):
     pool = FakePool()
-    runtime = runtime_for(shipped_registry, pool)
+    runtime = runtime_for(classic_registry, pool)
     first = await runtime.classify(["a", "b"], ["sentiment"])
     second = await runtime.classify(["c", "a", "b"], ["sentiment"])
     assert texts_of(pool, "sentiment") == ["a", "b", "c"]
@@ -173,9 +173,9 @@ async def test_partial_hits_compute_only_the_misses(shipped_registry: Capability
     assert runtime.stats.snapshot()["cache"]["executions_saved"] == 2
 
 
-async def test_a_cached_dependency_is_not_recomputed(shipped_registry: CapabilityRegistry):
+async def test_a_cached_dependency_is_not_recomputed(classic_registry: CapabilityRegistry):
     pool = FakePool()
-    runtime = runtime_for(shipped_registry, pool)
+    runtime = runtime_for(classic_registry, pool)
     first = await runtime.classify(["write code"], ["task_type"])
     second = await runtime.classify(["write code"], ["complexity"], include_dependencies=True)
     assert texts_of(pool, "task_type") == ["write code"]  # once, in the first request
@@ -192,10 +192,10 @@ async def test_a_cached_dependency_is_not_recomputed(shipped_registry: Capabilit
 
 
 async def test_concurrent_requests_reuse_what_an_earlier_window_cached(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
 ):
     pool = FakePool()
-    runtime = runtime_for(shipped_registry, pool)
+    runtime = runtime_for(classic_registry, pool)
     await runtime.classify(["x"], ["topic"])
     both = await asyncio.gather(
         runtime.classify(["x", "y"], ["topic"]), runtime.classify(["x"], ["topic", "sentiment"])
@@ -205,9 +205,9 @@ async def test_concurrent_requests_reuse_what_an_earlier_window_cached(
     assert both[0].per_text[0]["topic"] == both[1].per_text[0]["topic"]
 
 
-async def test_failures_are_not_cached(shipped_registry: CapabilityRegistry):
+async def test_failures_are_not_cached(classic_registry: CapabilityRegistry):
     pool = FakePool(FakeProcessor(fail_texts={"bad"}))
-    runtime = runtime_for(shipped_registry, pool)
+    runtime = runtime_for(classic_registry, pool)
     for _ in range(2):
         with pytest.raises(Exception, match="failed on texts"):
             await runtime.classify(["bad"], ["sentiment"])
@@ -215,13 +215,13 @@ async def test_failures_are_not_cached(shipped_registry: CapabilityRegistry):
 
 
 async def test_a_failed_dependency_another_request_needed_does_not_fail_a_hit(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
 ):
     pool = FakePool(FakeProcessor(fail_on={"task_type"}))
-    runtime = runtime_for(shipped_registry, pool)
+    runtime = runtime_for(classic_registry, pool)
     # Cache a complexity result for "t" by hand: its dependency cannot be computed now.
     assert runtime.cache is not None
-    cached = fake_result(shipped_registry.get("complexity"), "t")
+    cached = fake_result(classic_registry.get("complexity"), "t")
     await runtime.cache.store({("complexity", "t"): cached})
     hit, failing = await asyncio.gather(
         runtime.classify(["t"], ["complexity", "sentiment"]),  # sentiment: to the window
@@ -234,9 +234,9 @@ async def test_a_failed_dependency_another_request_needed_does_not_fail_a_hit(
     assert runtime.stats.snapshot()["windows"] == 1 and len(pool.executions("task_type")) == 1
 
 
-async def test_excluded_capabilities_are_always_computed(shipped_registry: CapabilityRegistry):
+async def test_excluded_capabilities_are_always_computed(classic_registry: CapabilityRegistry):
     pool = FakePool()
-    runtime = runtime_for(shipped_registry, pool, exclude=["sentiment"])
+    runtime = runtime_for(classic_registry, pool, exclude=["sentiment"])
     await runtime.classify(["a"], ["sentiment", "topic"])
     again = await runtime.classify(["a"], ["sentiment", "topic"])
     assert texts_of(pool, "sentiment") == ["a", "a"]
@@ -245,26 +245,26 @@ async def test_excluded_capabilities_are_always_computed(shipped_registry: Capab
     assert "sentiment" not in runtime.stats.snapshot()["cache"]["capabilities"]
 
 
-async def test_naive_mode_uses_the_cache_too(shipped_registry: CapabilityRegistry):
+async def test_naive_mode_uses_the_cache_too(classic_registry: CapabilityRegistry):
     pool = FakePool()
-    runtime = runtime_for(shipped_registry, pool, mode="naive")
+    runtime = runtime_for(classic_registry, pool, mode="naive")
     await runtime.classify(["a"], ["topic"])
     await runtime.classify(["a", "b"], ["topic"])
     assert texts_of(pool, "topic") == ["a", "b"]
 
 
-async def test_a_disabled_cache_computes_every_time(shipped_registry: CapabilityRegistry):
+async def test_a_disabled_cache_computes_every_time(classic_registry: CapabilityRegistry):
     pool = FakePool()
-    runtime = runtime_for(shipped_registry, pool, enabled=False)
+    runtime = runtime_for(classic_registry, pool, enabled=False)
     await runtime.classify(["a"], ["topic"])
     again = await runtime.classify(["a"], ["topic"])
     assert texts_of(pool, "topic") == ["a", "a"] and not again.from_cache
     assert runtime.stats.snapshot()["cache"] == {"enabled": False}
 
 
-async def test_without_dedup_each_occurrence_is_computed(shipped_registry: CapabilityRegistry):
+async def test_without_dedup_each_occurrence_is_computed(classic_registry: CapabilityRegistry):
     pool = FakePool()
-    runtime = runtime_for(shipped_registry, pool, dedup=False, enabled=False)
+    runtime = runtime_for(classic_registry, pool, dedup=False, enabled=False)
     first, second = await asyncio.gather(
         runtime.classify(["x", "x"], ["sentiment"]), runtime.classify(["x"], ["sentiment"])
     )
@@ -273,9 +273,9 @@ async def test_without_dedup_each_occurrence_is_computed(shipped_registry: Capab
     assert first.per_text[0] == first.per_text[1] == second.per_text[0]
 
 
-def test_the_api_marks_an_answer_from_the_cache(shipped_registry: CapabilityRegistry):
+def test_the_api_marks_an_answer_from_the_cache(classic_registry: CapabilityRegistry):
     pool = FakePool()
-    with TestClient(create_app(runtime_for(shipped_registry, pool))) as client:
+    with TestClient(create_app(runtime_for(classic_registry, pool))) as client:
         body = {"texts": ["a"], "capabilities": ["topic"]}
         first = client.post("/classify", json=body).json()
         calls = len(pool.processor.calls)  # the warm-up's and the first request's

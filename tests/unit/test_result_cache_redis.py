@@ -56,11 +56,11 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 @pytest.mark.usefixtures("cache_env")
 async def test_a_second_replica_is_served_from_redis(
-    shipped_registry: CapabilityRegistry, redis_server: RedisServer
+    classic_registry: CapabilityRegistry, redis_server: RedisServer
 ):
     pool_a, pool_b = FakePool(), FakePool()
-    a = replica(shipped_registry, redis_server, pool_a)
-    b = replica(shipped_registry, redis_server, pool_b)
+    a = replica(classic_registry, redis_server, pool_a)
+    b = replica(classic_registry, redis_server, pool_b)
     try:
         computed = await a.classify(["shared text", "other"], ["route"], include_dependencies=True)
         answered = await b.classify(["other", "shared text"], ["route"])
@@ -84,7 +84,7 @@ async def test_a_second_replica_is_served_from_redis(
 
 
 async def test_replicas_with_different_secrets_share_nothing(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
     redis_server: RedisServer,
     monkeypatch: pytest.MonkeyPatch,
     cache_logs: pytest.LogCaptureFixture,
@@ -92,8 +92,8 @@ async def test_replicas_with_different_secrets_share_nothing(
     monkeypatch.setenv("CAPSERVE_REDIS_PASSWORD", redis_server.password)
     monkeypatch.delenv("CAPSERVE_CACHE_SECRET", raising=False)
     pool_b = FakePool()
-    a = replica(shipped_registry, redis_server, FakePool())
-    b = replica(shipped_registry, redis_server, pool_b)
+    a = replica(classic_registry, redis_server, FakePool())
+    b = replica(classic_registry, redis_server, pool_b)
     try:
         await a.classify(["t"], ["topic"])
         await b.classify(["t"], ["topic"])
@@ -106,10 +106,10 @@ async def test_replicas_with_different_secrets_share_nothing(
 
 @pytest.mark.usefixtures("cache_env")
 async def test_an_unreadable_stored_value_is_a_miss(
-    shipped_registry: CapabilityRegistry, redis_server: RedisServer
+    classic_registry: CapabilityRegistry, redis_server: RedisServer
 ):
     pool = FakePool()
-    runtime = replica(shipped_registry, redis_server, pool)
+    runtime = replica(classic_registry, redis_server, pool)
     assert runtime.cache is not None
     key = runtime.cache.keys.key("topic", "t").value
     with redis_server.client() as direct:
@@ -124,7 +124,7 @@ async def test_an_unreadable_stored_value_is_a_miss(
 
 
 async def test_a_wrong_password_degrades_to_l1_with_one_warning(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
     redis_server: RedisServer,
     monkeypatch: pytest.MonkeyPatch,
     cache_logs: pytest.LogCaptureFixture,
@@ -132,7 +132,7 @@ async def test_a_wrong_password_degrades_to_l1_with_one_warning(
     monkeypatch.setenv("CAPSERVE_CACHE_SECRET", SECRET)
     monkeypatch.setenv("CAPSERVE_REDIS_PASSWORD", "wrong-password-123")
     pool = FakePool()
-    runtime = replica(shipped_registry, redis_server, pool, redis_retry_after_s=0.01)
+    runtime = replica(classic_registry, redis_server, pool, redis_retry_after_s=0.01)
     try:
         first = await runtime.classify(["a", "b"], ["sentiment"])
         await asyncio.sleep(0.02)  # past the back-off: the next lookups try Redis again
@@ -152,7 +152,7 @@ async def test_a_wrong_password_degrades_to_l1_with_one_warning(
 
 
 async def test_a_password_in_the_url_is_used_and_never_shown(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
     redis_server: RedisServer,
     monkeypatch: pytest.MonkeyPatch,
     cache_logs: pytest.LogCaptureFixture,
@@ -164,7 +164,7 @@ async def test_a_password_in_the_url_is_used_and_never_shown(
         models={"smollm2": ModelConfig(source="x", runner="generate")},
         cache=CacheConfig(redis_url=url),
     )
-    runtime = Runtime(config, shipped_registry, FakePool())
+    runtime = Runtime(config, classic_registry, FakePool())
     try:
         await runtime.classify(["t"], ["topic"])
     finally:
@@ -179,12 +179,12 @@ async def test_a_password_in_the_url_is_used_and_never_shown(
 
 @pytest.mark.usefixtures("cache_env")
 async def test_redis_going_down_during_a_load_and_coming_back(
-    shipped_registry: CapabilityRegistry,
+    classic_registry: CapabilityRegistry,
     redis_server: RedisServer,
     cache_logs: pytest.LogCaptureFixture,
 ):
     pool = FakePool(FakeProcessor(delay=0.005))
-    runtime = replica(shipped_registry, redis_server, pool, redis_retry_after_s=0.2)
+    runtime = replica(classic_registry, redis_server, pool, redis_retry_after_s=0.2)
     rounds_done = 0
     stop_load = asyncio.Event()
     failures: list[BaseException] = []
@@ -231,7 +231,7 @@ async def test_redis_going_down_during_a_load_and_coming_back(
     assert sum("is back" in r.getMessage() for r in cache_logs.records) == 1
     # L2 hits resume: a replica with a cold L1 finds what was computed after the restart.
     last = rounds_done - 1
-    other = replica(shipped_registry, redis_server, FakePool())
+    other = replica(classic_registry, redis_server, FakePool())
     try:
         answered = await other.classify([f"fresh {last}"], ["sentiment", "topic"])
     finally:
