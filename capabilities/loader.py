@@ -71,7 +71,11 @@ def read_definitions(directory: Path) -> tuple[list[CapabilitySpec], list[str]]:
             except ValidationError as exc:
                 for err in exc.errors():
                     field = ".".join(str(p) for p in err["loc"]) or "(definition)"
-                    problems.append(f"{_where(path, name)}: {field}: {err['msg']}")
+                    hint = ""
+                    if err["type"] == "extra_forbidden":
+                        # `{description: a, b}`: YAML reads "b" as a key of its own.
+                        hint = " (if it comes from a comma inside {...}, quote the value)"
+                    problems.append(f"{_where(path, name)}: {field}: {err['msg']}{hint}")
                 continue
             specs.append(CapabilitySpec.from_definition(definition, path))
     return specs, problems
