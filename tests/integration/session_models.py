@@ -20,10 +20,12 @@ TOKENIZER_FILES = (
 )
 
 
-def _minilm_folder() -> Path:
+def prepared_model_folder(name: str) -> Path:
+    """The folder of a default model (configs/default.yaml), as `capserve prepare-models` left
+    it."""
     config = load_config(REPO / "configs/default.yaml", {})
     assert config.models_dir is not None
-    return Path(resolve_model_path("minilm", config.models["minilm"].source, config.models_dir))
+    return Path(resolve_model_path(name, config.models[name].source, config.models_dir))
 
 
 def build_tiny_classifier(target: Path) -> Path:
@@ -32,7 +34,7 @@ def build_tiny_classifier(target: Path) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    tokenizer_source = _minilm_folder()
+    tokenizer_source = prepared_model_folder("minilm")
     torch.manual_seed(1234)
     config = BertConfig(
         vocab_size=30522,
