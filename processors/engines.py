@@ -60,6 +60,14 @@ def engine_args(model: ModelConfig, path: str) -> Any:
     }
     kwargs.update({key: value for key, value in optional.items() if value is not None})
     kwargs.update(model.engine_args)
+    structured = kwargs.get("structured_outputs_config")
+    if isinstance(structured, dict):
+        # AsyncEngineArgs takes the config object only, e.g. from YAML
+        # `engine_args: {structured_outputs_config: {backend: xgrammar, disable_any_whitespace:
+        # true}}` (compact JSON for every structured output of that engine).
+        from vllm.config import StructuredOutputsConfig
+
+        kwargs["structured_outputs_config"] = StructuredOutputsConfig(**structured)
     return AsyncEngineArgs(**kwargs)
 
 
