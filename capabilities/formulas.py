@@ -28,15 +28,18 @@ class InputRef:
     reported_as: str
 
     def value(self, deps: Mapping[str, CapabilityResult]) -> float | None:
-        """The input's number for one text, or None when the result has none."""
+        """The input's number for one text, or None when the result has none. A count stays
+        an int (seed 000's number_of_few_shots is an integer)."""
         result = deps.get(self.dep)
         if result is None:
             return None
         raw = result.score if self.field is None else (result.fields or {}).get(self.field)
         if isinstance(raw, bool):
             return float(raw)
-        if isinstance(raw, int | float) and math.isfinite(raw):
-            return float(raw)
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, float) and math.isfinite(raw):
+            return raw
         return None
 
 

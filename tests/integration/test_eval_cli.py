@@ -43,7 +43,8 @@ def test_eval_reports_every_capability_of_the_file(tmp_path: Path):
             for counts in result["per_label"].values():
                 assert counts["f1"] is None or in_unit_range(counts["f1"])
         else:
-            assert result["kind"] == "llm_score"
+            # Scores: an LLM 0-9 answer, or a head whose labels have values.
+            assert result["form"] == "score" and result["kind"] in ("llm_score", "embedding_head")
             assert in_unit_range(result["mae"])
             assert result["spearman"] is None or -1.0 <= result["spearman"] <= 1.0
     markdown = output.with_suffix(".md").read_text()

@@ -91,7 +91,7 @@ def test_the_pack_answers_with_seed_000_fields(client: httpx.Client, server: Liv
         assert set(fields) == SEED_COMPLEXITY_FIELDS
         expected = sum(w * fields[name] for name, w in NVIDIA_WEIGHTS.items())
         assert abs(fields["prompt_complexity_score"] - min(1.0, expected)) < 1e-6
-        assert per["complexity"]["score"] == fields["prompt_complexity_score"]
+        assert abs(per["complexity"]["score"] - fields["prompt_complexity_score"]) < 1e-5
         assert isinstance(fields["number_of_few_shots"], int)
         assert per["route"]["label"] in ("fast", "slow")
         assert per["route"]["details"]["tier"] in ("small", "medium", "large")

@@ -39,6 +39,8 @@ async def test_a_text_gets_the_same_answer_alone_and_in_a_full_window():
         REPO / "configs/default.yaml", environ={"CAPSERVE__CACHE__ENABLED": "false"}
     )
     config.server.warmup = False
+    # The frozen classic set: LLM questions of every kind, shared and own, and a rule over them.
+    config.capabilities_dir = REPO / "tests/data/classic_capabilities"
     runtime = Runtime.build(config)
     questions = [spec.name for spec in runtime.registry.specs() if spec.is_question]
     await runtime.start()
