@@ -20,6 +20,7 @@ from capabilities.spec import CapabilitySpec
 from processors.base import ItemFailure, ProcessorInput, WindowContext
 from processors.json_output import (
     INVALID_JSON,
+    MAX_WHITESPACE,
     SCHEMA_MISMATCH,
     TRUNCATED,
     GeneratedText,
@@ -27,6 +28,7 @@ from processors.json_output import (
     generated_text,
     mean_token_probability,
     read_json_output,
+    structured_outputs,
 )
 from processors.questions.answers import encode
 from processors.questions.layout import QuestionLayout, fitted_prompt
@@ -150,6 +152,39 @@ def test_generated_text_reads_the_sampled_tokens_logprobs():
     assert generated_text(output).token_logprobs == ()
 
 
+# The constraint sent to the engine
+
+
+def matcher(grammar: str, tokenizer: Any) -> Any:
+    import xgrammar
+
+    info = xgrammar.TokenizerInfo.from_huggingface(tokenizer)
+    return xgrammar.GrammarMatcher(xgrammar.GrammarCompiler(info).compile_grammar(grammar))
+
+
+def test_the_grammar_takes_the_schemas_objects_with_bounded_whitespace(tokenizer):
+    grammar = structured_outputs(SCHEMA).grammar
+    assert structured_outputs(SCHEMA).json is None
+
+    def accepts(text: str) -> bool:
+        m = matcher(grammar, tokenizer)
+        return bool(m.accept_string(text)) and bool(m.accept_token(tokenizer.eos_token_id))
+
+    assert accepts('{"tier": "small", "hints": ["be exact"]}')
+    assert accepts('{\n  "tier": "large",\n  "hints": [\n    "a",\n    "b"\n  ]\n}')
+    assert not accepts('{"tier": "medium", "hints": []}')  # not in the enum
+    assert not accepts('{"tier": "small", "hints": ["a", "b", "c"]}')  # maxItems
+    padded = "{" + "\n" * MAX_WHITESPACE + '"tier": "small", "hints": []}'
+    assert accepts(padded)
+    assert not accepts("{" + "\n" * (MAX_WHITESPACE + 1) + '"tier": "small", "hints": []}')
+
+
+def test_a_schema_xgrammar_cannot_express_goes_as_a_json_schema():
+    schema = {"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}}
+    params = structured_outputs(schema)
+    assert params.json == schema and params.grammar is None
+
+
 # Fitting the prompt
 
 
@@ -265,7 +300,8 @@ def test_every_text_is_asked_at_once_and_fails_alone(load, tokenizer):
     assert results[3] == ItemFailure("RuntimeError")
     params = engine.params[0]
     assert params.temperature == 0.0 and params.max_tokens == 40 and params.logprobs == 0
-    assert params.structured_outputs.json == SCHEMA
+    expected = structured_outputs(spec.definition.output_schema or {})
+    assert params.structured_outputs.grammar == expected.grammar
 
 
 def test_each_capability_sends_its_own_schema_on_the_same_engine(load, tokenizer):
@@ -277,7 +313,10 @@ def test_each_capability_sends_its_own_schema_on_the_same_engine(load, tokenizer
     engine = FakeEngine(tokenizer, {"advice": '{"tier": "small", "hints": []}', "check": "{}"})
     run(engine, registry.get("advice"), ["some text"])
     run(engine, registry.get("check"), ["some text"])
-    assert [p.structured_outputs.json for p in engine.params] == [SCHEMA, other_schema]
+    grammars = [p.structured_outputs.grammar for p in engine.params]
+    schemas = [registry.get(name).definition.output_schema or {} for name in ("advice", "check")]
+    assert grammars == [structured_outputs(schema).grammar for schema in schemas]
+    assert grammars[0] != grammars[1]
 
 
 def test_the_shared_layout_puts_the_text_after_the_groups_system_part(load, tokenizer):
