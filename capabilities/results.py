@@ -43,6 +43,16 @@ class CapabilityResult:
         """Whether the result carries an answer (it was neither skipped nor in error)."""
         return self.skipped is None and self.error is None
 
+    @property
+    def cacheable(self) -> bool:
+        """Whether the result may be cached: not an error, and not a skip that an upstream
+        error caused (only a skip by the capability's own condition, which the cached
+        dependency results decide, is kept). Skip reasons of the executor start with
+        "condition" for the first kind and "dependency" for the others."""
+        if self.error is not None:
+            return False
+        return self.skipped is None or self.skipped.startswith("condition")
+
     @classmethod
     def skip(cls, capability: str, version: str, reason: str) -> CapabilityResult:
         return cls(capability, version, None, 0.0, {}, skipped=reason)

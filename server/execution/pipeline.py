@@ -150,7 +150,8 @@ class ClassificationPipeline:
     async def _store_fresh(
         capability_set: CapabilitySet, plan: BatchPlan, outcome: WindowOutcome
     ) -> None:
-        """Caches the results the window computed (never its failures)."""
+        """Caches the results the window computed (never failures, error results, or skips an
+        upstream error caused: those may go another way next time)."""
         cache = capability_set.cache
         if cache is None:
             return
@@ -160,7 +161,7 @@ class ClassificationPipeline:
             if cache.cacheable(step.capability)
             for results in [outcome.results.get(step.capability, {})]
             for tid in step.text_ids
-            if tid in results and results[tid].error is None
+            if tid in results and results[tid].cacheable
         }
         await cache.store(fresh)
 

@@ -234,3 +234,12 @@ async def test_a_formula_runs_only_where_its_condition_holds(write_capabilities)
     results = by_text(outcome, texts, "weight")
     assert results["sports"].score == pytest.approx(0.45)
     assert results["tech"].skipped is not None and results["tech"].score is None
+
+
+def test_only_results_that_cannot_change_are_cacheable():
+    answered = CapabilityResult("a", "v", "x", 1.0, {"x": 1.0})
+    by_condition = CapabilityResult.skip("a", "v", "condition not met: b.score > 1")
+    by_upstream = CapabilityResult.skip("a", "v", "dependency 'b' gave no usable output (x)")
+    error = CapabilityResult.failed_output("a", "v", "truncated")
+    assert answered.cacheable and by_condition.cacheable
+    assert not by_upstream.cacheable and not error.cacheable
