@@ -24,6 +24,19 @@ def engine_requests(stats: dict[str, Any]) -> dict[str, int]:
     return {name: work["requests"] for name, work in stats["engines"]["work"].items()}
 
 
+def closure(client: httpx.Client, caps: list[str]) -> set[str]:
+    """The capabilities and every dependency they need, from the server's /capabilities."""
+    known = {c["name"]: c for c in client.get("/capabilities").json()["capabilities"]}
+    needed: set[str] = set()
+    todo = list(caps)
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo.extend(known[name]["depends_on"])
+    return needed
+
+
 def test_a_repeated_request_is_answered_from_the_cache(client: httpx.Client):
     texts = ["Result cache check: the hotel room was spotless.", "Result cache check: refund?"]
     caps = ["sentiment", "topic", "route"]
@@ -39,8 +52,11 @@ def test_a_repeated_request_is_answered_from_the_cache(client: httpx.Client):
     cache, cached_before = after["cache"], before["cache"]
     assert cache["answered_on_arrival"] == cached_before["answered_on_arrival"] + 1
     assert cache["l1"]["hits"] >= cached_before["l1"]["hits"] + 6  # 3 capabilities x 2 texts
-    # route's closure is task_type, complexity, route: 5 capabilities x 2 texts spared.
-    assert cache["executions_saved"] >= cached_before["executions_saved"] + 10
+    # Every capability of the closure is spared for both texts: route needs task_type and the
+    # formula complexity over its seven dimensions (12 capabilities with sentiment and topic).
+    needed = closure(client, caps)
+    assert {"task_type", "complexity", "reasoning", "number_of_few_shots"} <= needed
+    assert cache["executions_saved"] >= cached_before["executions_saved"] + 2 * len(needed)
     assert cache["capabilities"]["route"]["hits"] >= 2
     assert cache["l2"]["state"] == "up" and cache["l2"]["url"].startswith("redis://127.0.0.1:")
 

@@ -82,7 +82,7 @@ def test_every_shared_question_about_a_text_shares_everything_but_its_cue(tokeni
         "safety": prompts(tokenizer, reg.get("safety"), TEXT),
         "complexity": prompts(tokenizer, reg.get("complexity"), TEXT, task("chat")),
     }
-    assert reg.get("reasoning").layout == "own"  # shipped in its own layout: shares nothing
+    assert reg.get("reasoning").layout == "own"  # defined in its own layout: shares nothing
     own = prompts(tokenizer, reg.get("reasoning"), TEXT)[0]
     assert common_prefix(own, asked["sentiment"][0]) < len(text_ids)
     assert len(asked["safety"]) == 2  # one prompt per label
