@@ -26,6 +26,8 @@ from processors.model_store import resolve_model_path
 from schemas.config import CapServeConfig, ModelConfig
 
 HOST = "127.0.0.1"
+# How long a SIGKILLed group may take to disappear.
+KILL_WAIT_S = 10.0
 STOP_GRACE_S = 60.0
 
 
@@ -60,6 +62,11 @@ class ServerProcess:
         with suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
+        # A killed child takes a moment to exit: return only once the group is gone, so the
+        # next server never starts beside an engine still holding memory and ports.
+        killed_by = time.monotonic() + KILL_WAIT_S
+        while group_processes(self.process.pid) and time.monotonic() < killed_by:
+            time.sleep(0.05)
 
 
 def group_processes(pgid: int) -> list[tuple[int, float]]:
