@@ -230,8 +230,10 @@ async def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
         "servers": {s.name: {"pid": s.process.pid, "url": s.url} for s in servers},
         "peer": {
             "layout": "own (capserve's prompts as token ids)",
-            "calls": "per request and dependency level: one /v1/completions per LLM; "
-            "one /v1/embeddings per embedding model",
+            "calls": "per request and dependency level: one /v1/completions per LLM for its "
+            "questions, one per LLM and llm_json schema (structured outputs); "
+            "one /v1/embeddings per embedding model; conditions, rules, formulas, regex, "
+            "heads and taxonomy routing in the client",
         },
         **measured,
     }

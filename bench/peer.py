@@ -1,26 +1,50 @@
 """The peer pipeline: what a careful platform team builds instead of capserve, on `vllm serve`.
 
-Per request, dependency level by dependency level: ONE `/v1/completions` call per LLM carrying
-every prompt of the level's LLM questions for every text of the request (a list of token-id
-prompts, `max_tokens=1`, top-20 log-probabilities keyed `token_id:N`), ONE `/v1/embeddings` call
-per embedding model for the request's texts (sent with the first level's completions), label
-prototype embeddings computed once at start, and rules computed in the client.
+Per request, dependency level by dependency level:
+- conditions first, in the client: a text whose `when` does not hold, or one of whose
+  dependencies was skipped or in error, gets capserve's skipped result and is asked nothing;
+- ONE `/v1/completions` call per LLM carrying every prompt of the level's LLM questions for
+  every text that runs them (a list of token-id prompts, `max_tokens=1`, top-20
+  log-probabilities keyed `token_id:N`);
+- ONE `/v1/completions` call per LLM and llm_json schema (structured outputs apply to every
+  prompt of a call) carrying that capability's prompt for every text that runs it, with
+  capserve's sampling parameters (the schema constraint, greedy, its `max_tokens`);
+- ONE `/v1/embeddings` call per embedding model for the request's texts (sent with the first
+  level's completions), label and taxonomy prototypes embedded once at start;
+- rules, formulas, regex matches, embedding heads and taxonomy routing computed in the client.
 
 The prompts are capserve's own `own`-layout prompts and answers are read with capserve's own
-readers (processors.questions.standalone), so labels are comparable with capserve's.
+readers (processors.questions.standalone, bench.peer_local), so results are comparable with
+capserve's.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
+from bench.peer_local import (
+    RegexMatcher,
+    formula_result,
+    is_taxonomy,
+    peer_taxonomy,
+    skipped_result,
+    taxonomy_results,
+    taxonomy_texts,
+)
 from capabilities.registry import CapabilityRegistry
 from capabilities.results import CapabilityResult
+from capabilities.spec import CapabilitySpec
+from processors.json_output import GeneratedText
+from processors.questions.processor import PromptTooLongError
+from processors.questions.standalone import JsonPrompt
+from processors.taxonomy import Taxonomy
+from schemas.capability import QUESTION_KINDS
 
 TOP_LOGPROBS = 20  # vLLM's default max_logprobs
 # Kinds that read the request's text embeddings (one /v1/embeddings call per model).
@@ -39,6 +63,16 @@ class Questions(Protocol):
         self, capability: str, top_logprobs: Sequence[Mapping[int, float]]
     ) -> CapabilityResult: ...
 
+    def json_prompt(
+        self, capability: str, text: str, deps: Mapping[str, CapabilityResult]
+    ) -> JsonPrompt: ...
+
+    def json_sampling(self, capability: str) -> Mapping[str, Any]: ...
+
+    def read_json(
+        self, capability: str, prompt: JsonPrompt, generated: GeneratedText
+    ) -> CapabilityResult: ...
+
     def label_texts(self, capability: str) -> list[str]: ...
 
     def read_embedding(
@@ -47,6 +81,8 @@ class Questions(Protocol):
         text_vector: Sequence[float],
         label_vectors: Sequence[Sequence[float]],
     ) -> CapabilityResult: ...
+
+    def has_head(self, capability: str) -> bool: ...
 
     def read_head(self, capability: str, text_vector: Sequence[float]) -> CapabilityResult: ...
 
@@ -70,6 +106,27 @@ def dependency_levels(registry: CapabilityRegistry, requested: Sequence[str]) ->
     for name, level in depth.items():
         levels[level].append(name)
     return levels
+
+
+def runnable(
+    registry: CapabilityRegistry,
+    level: Sequence[str],
+    known: Sequence[dict[str, CapabilityResult]],
+) -> dict[str, list[int]]:
+    """The texts each capability of the level runs on. Each other text gets the skipped result
+    capserve gives it, in `known[text]` (its `when` does not hold, or a dependency was skipped
+    or in error)."""
+    active: dict[str, list[int]] = {}
+    for name in level:
+        spec = registry.get(name)
+        active[name] = []
+        for index, results in enumerate(known):
+            skipped = skipped_result(spec, {dep: results[dep] for dep in spec.depends_on})
+            if skipped is None:
+                active[name].append(index)
+            else:
+                results[name] = skipped
+    return active
 
 
 @dataclass(frozen=True)
@@ -101,27 +158,84 @@ class CompletionCall:
         }
 
 
-def completion_calls(
-    registry: CapabilityRegistry,
-    questions: Questions,
-    capabilities: Sequence[str],
-    texts: Sequence[str],
-    known: Sequence[Mapping[str, CapabilityResult]],
-) -> list[CompletionCall]:
-    """One call per LLM for the LLM questions among `capabilities`, about every text;
-    `known[i]` holds text i's results so far (the questions' dependencies)."""
+@dataclass(frozen=True)
+class LevelWork:
+    """One dependency level of a request, as its completions calls see it: its capabilities,
+    the texts, `known[i]` text i's results so far (the dependencies), and the texts each
+    capability runs on (`active`; None: all of them)."""
+
+    registry: CapabilityRegistry
+    questions: Questions
+    capabilities: Sequence[str]
+    texts: Sequence[str]
+    known: Sequence[Mapping[str, CapabilityResult]]
+    active: Mapping[str, Sequence[int]] | None = None
+
+    def asked(
+        self, kinds: Sequence[str]
+    ) -> Iterator[tuple[CapabilitySpec, int, dict[str, CapabilityResult]]]:
+        """(capability, text index, its dependency results) for every text each capability of
+        `kinds` with a model runs on."""
+        for capability in self.capabilities:
+            spec = self.registry.get(capability)
+            if spec.kind not in kinds or spec.model is None:
+                continue
+            indices = range(len(self.texts)) if self.active is None else self.active[capability]
+            for index in indices:
+                yield spec, index, {dep: self.known[index][dep] for dep in spec.depends_on}
+
+
+def completion_calls(work: LevelWork) -> list[CompletionCall]:
+    """One call per LLM for the level's LLM questions, about every text they run on; no call
+    for an LLM with no prompt."""
     by_model: dict[str, tuple[list[list[int]], list[PromptSlot]]] = {}
-    for capability in capabilities:
-        spec = registry.get(capability)
-        if not spec.kind.startswith("llm_") or spec.model is None:
-            continue
+    for spec, index, deps in work.asked(QUESTION_KINDS):
+        assert spec.model is not None
         prompts, slots = by_model.setdefault(spec.model, ([], []))
-        for index, text in enumerate(texts):
-            deps = {dep: known[index][dep] for dep in spec.depends_on}
-            mine = questions.prompts(capability, text, deps)
-            slots.append(PromptSlot(capability, index, len(prompts), len(prompts) + len(mine)))
-            prompts.extend(mine)
+        mine = work.questions.prompts(spec.name, work.texts[index], deps)
+        slots.append(PromptSlot(spec.name, index, len(prompts), len(prompts) + len(mine)))
+        prompts.extend(mine)
     return [CompletionCall(model, p, s) for model, (p, s) in by_model.items()]
+
+
+@dataclass(frozen=True)
+class JsonSlot:
+    """One (llm_json capability, text) prompt of a JSON call; its choice has the same index."""
+
+    capability: str
+    text_index: int
+    prompt: JsonPrompt
+
+
+@dataclass(frozen=True)
+class JsonCall:
+    """One `/v1/completions` call: every prompt of a level's llm_json capabilities that share
+    one LLM and one sampling (schema and max_tokens), for every text that runs them."""
+
+    model: str
+    sampling: Mapping[str, Any]  # max_tokens, temperature, logprobs, structured_outputs
+    slots: list[JsonSlot]
+
+    def body(self) -> dict[str, Any]:
+        prompts = [slot.prompt.ids for slot in self.slots]
+        return {"model": self.model, "prompt": prompts, **self.sampling}
+
+
+def json_calls(work: LevelWork) -> list[JsonCall]:
+    """One call per LLM and sampling (schema and max_tokens) for the level's llm_json
+    capabilities, about every text they run on."""
+    calls: dict[tuple[str, str], JsonCall] = {}
+    for spec, index, deps in work.asked(("llm_json",)):
+        assert spec.model is not None
+        sampling = work.questions.json_sampling(spec.name)
+        try:
+            prompt = work.questions.json_prompt(spec.name, work.texts[index], deps)
+        except PromptTooLongError:
+            raise PeerError(f"an llm_json prompt of '{spec.name}' does not fit") from None
+        key = (spec.model, json.dumps(sampling, sort_keys=True))
+        call = calls.setdefault(key, JsonCall(spec.model, sampling, []))
+        call.slots.append(JsonSlot(spec.name, index, prompt))
+    return list(calls.values())
 
 
 def parse_token_key(key: str) -> int:
@@ -143,20 +257,47 @@ def first_step_logprobs(choice: Mapping[str, Any]) -> dict[int, float]:
     return {parse_token_key(key): float(value) for key, value in steps[0].items()}
 
 
+def ordered_choices(model: str, prompts: int, response: Mapping[str, Any]) -> list[Any]:
+    """A completions response's choices in prompt order (matched by their index)."""
+    choices = sorted(response.get("choices") or [], key=lambda c: int(c["index"]))
+    if len(choices) != prompts:
+        raise PeerError(
+            f"completions on '{model}' returned {len(choices)} choices for {prompts} prompts"
+        )
+    return choices
+
+
 def read_completion(
     questions: Questions, call: CompletionCall, response: Mapping[str, Any]
 ) -> list[tuple[PromptSlot, CapabilityResult]]:
     """Each question's result from the call's response (choices matched by their index)."""
-    choices = sorted(response.get("choices") or [], key=lambda c: int(c["index"]))
-    if len(choices) != len(call.prompts):
-        raise PeerError(
-            f"completions on '{call.model}' returned {len(choices)} choices "
-            f"for {len(call.prompts)} prompts"
-        )
+    choices = ordered_choices(call.model, len(call.prompts), response)
     steps = [first_step_logprobs(choice) for choice in choices]
     return [
         (slot, questions.read(slot.capability, steps[slot.start : slot.stop]))
         for slot in call.slots
+    ]
+
+
+def generated_of(choice: Mapping[str, Any]) -> GeneratedText:
+    """A completion choice's text, finish reason and sampled tokens' log-probabilities."""
+    logprobs = choice.get("logprobs") or {}
+    values = logprobs.get("token_logprobs") or []
+    return GeneratedText(
+        str(choice.get("text") or ""),
+        choice.get("finish_reason"),
+        tuple(float(value) for value in values if value is not None),
+    )
+
+
+def read_json_completion(
+    questions: Questions, call: JsonCall, response: Mapping[str, Any]
+) -> list[tuple[JsonSlot, CapabilityResult]]:
+    """Each llm_json prompt's result (fields, or capserve's error result) from the response."""
+    choices = ordered_choices(call.model, len(call.slots), response)
+    return [
+        (slot, questions.read_json(slot.capability, slot.prompt, generated_of(choice)))
+        for slot, choice in zip(call.slots, choices, strict=True)
     ]
 
 
@@ -171,10 +312,15 @@ class PeerUsage:
     # vLLM 0.32 reports the cached tokens of the LAST prompt of a list-prompt call only, so
     # this undercounts; computed tokens come from the servers' /metrics instead.
     reported_cached_tokens: int = 0
+    generated_tokens: int = 0
     embedding_tokens: int = 0
 
     def snapshot(self) -> dict[str, float]:
         return {key: float(value) for key, value in vars(self).items()}
+
+
+# One prompt's place in a completions call, and its result.
+Answer = tuple[PromptSlot | JsonSlot, CapabilityResult]
 
 
 class PeerPipeline:
@@ -188,12 +334,29 @@ class PeerPipeline:
         self._questions = questions
         self._clients = dict(clients)  # model name -> its server
         self._label_vectors: dict[str, list[list[float]]] = {}
+        self._taxonomies: dict[str, Taxonomy] = {}
+        self._regex = RegexMatcher()
         self.usage = PeerUsage()
 
     async def prepare(self) -> None:
-        """Embeds every embedding capability's label prototypes, once."""
+        """Embeds every embedding capability's label prototypes (a taxonomy's: every node's),
+        once. Refuses to start without every embedding head `capserve train` saves."""
+        untrained = [
+            spec.name
+            for spec in self._registry.specs()
+            if spec.kind == "embedding_head" and not self._questions.has_head(spec.name)
+        ]
+        if untrained:
+            names = ", ".join(untrained)
+            raise PeerError(f"no saved head for {names}: run `capserve train` for each")
         for spec in self._registry.specs():
-            if spec.kind == "embedding_similarity" and spec.model is not None:
+            if spec.kind != "embedding_similarity" or spec.model is None:
+                continue
+            if is_taxonomy(spec):
+                texts = taxonomy_texts(spec)
+                vectors = await self._embed(spec.model, texts)
+                self._taxonomies[spec.name] = peer_taxonomy(spec, texts, vectors)
+            else:
                 texts = self._questions.label_texts(spec.name)
                 self._label_vectors[spec.name] = await self._embed(spec.model, texts)
 
@@ -217,15 +380,66 @@ class PeerPipeline:
             raise PeerError(f"embeddings on '{model}' returned {len(rows)} rows for {len(texts)}")
         return [[float(x) for x in row["embedding"]] for row in rows]
 
-    async def _complete(self, call: CompletionCall) -> list[tuple[PromptSlot, CapabilityResult]]:
-        data = await self._post(call.model, "/v1/completions", call.body())
+    async def _completions(self, model: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        data = await self._post(model, "/v1/completions", body)
         usage = data.get("usage") or {}
         self.usage.completion_calls += 1
-        self.usage.prompts += len(call.prompts)
+        self.usage.prompts += len(body["prompt"])
         self.usage.prompt_tokens += int(usage.get("prompt_tokens", 0))
+        self.usage.generated_tokens += int(usage.get("completion_tokens") or 0)
         details = usage.get("prompt_tokens_details") or {}
         self.usage.reported_cached_tokens += int(details.get("cached_tokens") or 0)
-        return read_completion(self._questions, call, data)
+        return data
+
+    async def _complete(self, call: CompletionCall) -> list[Answer]:
+        data = await self._completions(call.model, call.body())
+        return [*read_completion(self._questions, call, data)]
+
+    async def _generate(self, call: JsonCall) -> list[Answer]:
+        data = await self._completions(call.model, call.body())
+        return [*read_json_completion(self._questions, call, data)]
+
+    async def _ask(
+        self,
+        level: Sequence[str],
+        texts: Sequence[str],
+        known: Sequence[Mapping[str, CapabilityResult]],
+        active: Mapping[str, Sequence[int]],
+    ) -> list[Answer]:
+        """The level's LLM results: its question call and its JSON calls, all at once."""
+        work = LevelWork(self._registry, self._questions, level, texts, known, active)
+        answered = await asyncio.gather(
+            *map(self._complete, completion_calls(work)),
+            *map(self._generate, json_calls(work)),
+        )
+        return [answer for call in answered for answer in call]
+
+    def _client_side(
+        self,
+        spec: CapabilitySpec,
+        indices: Sequence[int],
+        texts: Sequence[str],
+        known: Sequence[Mapping[str, CapabilityResult]],
+        vectors: Mapping[str, Sequence[Sequence[float]]],
+    ) -> list[CapabilityResult]:
+        """The results the client computes itself, for the texts that run the capability."""
+        name = spec.name
+        if spec.kind in EMBEDDING_KINDS and spec.model is not None:
+            rows = [vectors[spec.model][index] for index in indices]
+            if is_taxonomy(spec):
+                return taxonomy_results(spec, self._taxonomies[name], rows)
+            if spec.kind == "embedding_similarity":
+                label_vectors = self._label_vectors[name]
+                return [self._questions.read_embedding(name, row, label_vectors) for row in rows]
+            return [self._questions.read_head(name, row) for row in rows]
+        deps = [{dep: known[index][dep] for dep in spec.depends_on} for index in indices]
+        if spec.kind == "rule":
+            return [self._questions.read_rule(name, mine) for mine in deps]
+        if spec.kind == "formula":
+            return [formula_result(spec, mine) for mine in deps]
+        if spec.kind == "regex":
+            return [self._regex.result(spec, texts[index]) for index in indices]
+        raise PeerError(f"the peer pipeline has no '{spec.kind}' capabilities")
 
     async def classify(
         self, texts: Sequence[str], capabilities: Sequence[str]
@@ -243,32 +457,24 @@ class PeerPipeline:
         )
         vectors: dict[str, list[list[float]]] = {}
         for number, level in enumerate(levels):
-            calls = completion_calls(self._registry, self._questions, level, texts, known)
-            completions = asyncio.gather(*(self._complete(call) for call in calls))
+            active = runnable(self._registry, level, known)
+            asking = self._ask(level, texts, known, active)
             if number == 0 and embedding_models:
                 embedded, answered = await asyncio.gather(
                     asyncio.gather(*(self._embed(model, texts) for model in embedding_models)),
-                    completions,
+                    asking,
                 )
                 vectors = dict(zip(embedding_models, embedded, strict=True))
             else:
-                answered = await completions
-            for slot, result in (pair for call in answered for pair in call):
+                answered = await asking
+            for slot, result in answered:
                 known[slot.text_index][slot.capability] = result
             for name in level:
                 spec = self._registry.get(name)
-                for index in range(len(texts)):
-                    if spec.kind == "embedding_similarity" and spec.model is not None:
-                        known[index][name] = self._questions.read_embedding(
-                            name, vectors[spec.model][index], self._label_vectors[name]
-                        )
-                    elif spec.kind == "embedding_head" and spec.model is not None:
-                        known[index][name] = self._questions.read_head(
-                            name, vectors[spec.model][index]
-                        )
-                    elif spec.kind == "rule":
-                        deps = {dep: known[index][dep] for dep in spec.depends_on}
-                        known[index][name] = self._questions.read_rule(name, deps)
-                    elif not spec.kind.startswith("llm_"):
-                        raise PeerError(f"the peer pipeline has no '{spec.kind}' capabilities")
+                if spec.kind.startswith("llm_"):
+                    continue
+                indices = active[name]
+                computed = self._client_side(spec, indices, texts, known, vectors)
+                for index, result in zip(indices, computed, strict=True):
+                    known[index][name] = result
         return [{name: results[name] for name in capabilities} for results in known]
