@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Strict(BaseModel):
@@ -22,6 +22,12 @@ class ServerConfig(_Strict):
     # Poll the capabilities folder every 2 s and hot-reload it when its files change (as
     # POST /admin/reload does); an invalid set is logged and the set in force stays.
     watch_capabilities: bool = False
+    # Log lines as JSON objects (request id, tenant, status, latency, sizes; never text or keys),
+    # or as plain text for a terminal.
+    log_format: Literal["json", "text"] = "json"
+    # On SIGTERM: stop accepting, give in-flight windows this long to finish, then cancel what
+    # is left with 503s, then stop the engines.
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
 
 
 class BatchingConfig(_Strict):
@@ -49,6 +55,23 @@ class LimitsConfig(_Strict):
     max_capabilities_per_request: int = Field(default=32, ge=1)
     # A request still running after this gets a 504, so that nothing waits forever.
     request_timeout_s: float = Field(default=300.0, gt=0)
+    # The largest per-request `timeout_ms` a client may ask for.
+    max_request_timeout_s: float = Field(default=600.0, gt=0)
+    # Request bodies larger than this get a 413 before they are parsed.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Capability names longer than this are refused, and never echoed whole in errors.
+    max_capability_name_chars: int = Field(default=64, ge=1)
+
+
+class AdmissionConfig(_Strict):
+    """Bounded admission: the work accepted and not yet answered, across every request."""
+
+    # At most this many texts admitted and not yet answered; a request that would go over gets a
+    # 503 with Retry-After at once. 512 is what the default models clear well within the default
+    # request timeout with the built-in pack.
+    max_admitted_texts: int = Field(default=512, ge=1)
+    # The Retry-After (seconds) of that 503.
+    retry_after_s: int = Field(default=2, ge=1)
 
 
 class PromptingConfig(_Strict):
@@ -117,6 +140,92 @@ class EngineEnvConfig(_Strict):
     cpu_omp_threads_bind: str = "all"
 
 
+class ApiKeyConfig(_Strict):
+    """One API key, known by its SHA-256 hash only (`capserve hash-key` prints it)."""
+
+    # The tenant: it names the caller in logs, /stats and /metrics.
+    name: str = Field(min_length=1, max_length=64)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # The capabilities this key may ask for (and get through include_dependencies); null: all.
+    capabilities: list[str] | None = None
+    # May call /admin/*.
+    admin: bool = False
+    # Overrides rate_limits.per_key for this key, e.g. "1000/minute".
+    rate_limit: str | None = None
+
+
+class JwtConfig(_Strict):
+    """Bearer JWTs (as seed 000 takes them): HS256 with a secret from the environment, or RS256
+    with keys from a JWKS file. Expiry (`exp`) is always checked, the audience when set."""
+
+    algorithm: Literal["HS256", "RS256"] = "HS256"
+    secret_env: str = "CAPSERVE_JWT_SECRET"
+    jwks_file: Path | None = None
+    audience: str | None = "capserve"
+    issuer: str | None = None
+    # Claims: the tenant, the allowed capabilities (a list; absent: all), admin (true/false).
+    tenant_claim: str = "sub"
+    capabilities_claim: str = "capabilities"
+    admin_claim: str = "admin"
+
+
+class AuthConfig(_Strict):
+    # auto: credentials are required when keys or JWT are configured; with none configured the
+    # server runs open on a loopback address and refuses to start on any other.
+    # none: no authentication at all, wherever the server listens (say so explicitly).
+    mode: Literal["auto", "none"] = "auto"
+    keys: list[ApiKeyConfig] = Field(default_factory=list)
+    # An environment variable holding more keys: a JSON list of the same entries (hashes only).
+    keys_env: str = "CAPSERVE_API_KEYS"
+    jwt: JwtConfig | None = None
+    # Put /metrics behind authentication too (any valid key or token).
+    protect_metrics: bool = False
+
+
+class RateLimitConfig(_Strict):
+    """Per-caller request rates (slowapi); over the limit: 429 with Retry-After."""
+
+    enabled: bool = True
+    # Each API key or JWT tenant, unless its key says otherwise.
+    per_key: str = "100/minute"
+    # Callers without credentials (auth off), per client address; null: unlimited.
+    anonymous: str | None = None
+
+
+class SupervisorConfig(_Strict):
+    """The engine supervisor: it watches every engine and restarts one that died."""
+
+    # How often each engine's health is checked.
+    health_interval_s: float = Field(default=1.0, gt=0)
+    # Restart backoff: the first wait, doubled after each failed restart up to the maximum.
+    restart_backoff_s: float = Field(default=1.0, gt=0)
+    max_restart_backoff_s: float = Field(default=60.0, gt=0)
+    # The Retry-After (seconds) of a 503 engine_unavailable: about an engine's restart time.
+    retry_after_s: int = Field(default=30, ge=1)
+
+
+class DriftConfig(_Strict):
+    """Label drift per capability: a recent window of predictions against a reference."""
+
+    enabled: bool = True
+    # Predictions per capability in the recent window.
+    recent: int = Field(default=500, ge=10)
+    # The reference: a JSON file {capability: {label: proportion}}, or else the first
+    # `reference_size` predictions of each capability after start.
+    reference_file: Path | None = None
+    reference_size: int = Field(default=500, ge=10)
+    # js: Jensen-Shannon divergence (base 2, in [0, 1]); psi: population stability index.
+    metric: Literal["js", "psi"] = "js"
+    # Above it, the capability is reported drifting (/stats, and the capserve_drift_alert gauge).
+    alert_threshold: float = Field(default=0.1, gt=0)
+
+
+class ObservabilityConfig(_Strict):
+    # Serve Prometheus metrics on GET /metrics.
+    metrics: bool = True
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+
+
 class CapServeConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
@@ -124,8 +233,19 @@ class CapServeConfig(_Strict):
     engine_env: EngineEnvConfig = Field(default_factory=EngineEnvConfig)
     prompting: PromptingConfig = Field(default_factory=PromptingConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     # Folder of capability YAML files; relative paths are relative to the config file.
     capabilities_dir: Path = Path("capabilities")
     # Where prepared embedded models are kept; default: $XDG_CACHE_HOME/capserve/models.
     models_dir: Path | None = None
     models: dict[str, ModelConfig] = Field(min_length=1)
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _auth_shorthand(cls, value: Any) -> Any:
+        """`auth: none` is short for `auth: {mode: none}`."""
+        return {"mode": "none"} if value == "none" else value

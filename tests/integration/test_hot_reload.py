@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.conftest import LiveServer
+from tests.integration.live_server import LiveServer
 
 WORKERS = 4
 PHASE_S = 4.0

@@ -22,7 +22,7 @@ import yaml
 
 from processors.model_store import classifier_labels
 from schemas.config import CapServeConfig, ModelConfig
-from tests.integration.conftest import LiveServer
+from tests.integration.live_server import LiveServer
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]

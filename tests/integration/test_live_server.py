@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import LiveServer
+from tests.integration.live_server import LiveServer
 
 # The single-label capabilities of the pack (topic is a taxonomy, complexity a formula).
 ALL = ["sentiment", "task_type", "route", "escalation", "alerts"]

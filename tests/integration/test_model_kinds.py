@@ -16,7 +16,7 @@ import httpx
 import jsonschema
 import yaml
 
-from tests.integration.conftest import LiveServer
+from tests.integration.live_server import LiveServer
 
 NVIDIA_TASK_TYPES = {
     "Open QA",

@@ -12,7 +12,7 @@ import pytest
 from capabilities.results import CapabilityResult
 from server.runtime import Runtime
 from server.settings import load_config
-from tests.integration.conftest import REPO
+from tests.integration.live_server import REPO
 
 TEXT = "The refund never arrived and your support team keeps closing my ticket. Fix it now!"
 OTHERS = [

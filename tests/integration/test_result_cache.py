@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.integration.conftest import LiveServer
+from tests.integration.live_server import LiveServer
 from tests.redis_server import RedisServer
 
 UNAVAILABLE = "is unavailable"

@@ -13,7 +13,7 @@ from processors.model_store import resolve_model_path
 from processors.questions.answers import encode
 from processors.questions.layout import chat_parts
 from server.settings import load_config
-from tests.integration.conftest import REPO
+from tests.integration.live_server import REPO
 
 
 async def test_user_text_and_templates_do_not_share_tokenizer_state():
