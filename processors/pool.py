@@ -13,6 +13,7 @@ from processors.base import Processor
 from processors.classifier import ClassifierProcessor
 from processors.embedding_head import EmbeddingHeadProcessor
 from processors.embedding_similarity import EmbeddingSimilarityProcessor
+from processors.engine_status import EngineStatus
 from processors.engines import Engine, EngineFactory, EngineWork
 from processors.formula import FormulaProcessor
 from processors.json_output import JsonOutputProcessor
@@ -87,6 +88,13 @@ class ProcessorPool:
             except Exception as exc:
                 status[name] = f"unhealthy: {type(exc).__name__}"
         return status
+
+    def engine_states(self) -> dict[str, EngineStatus]:
+        """Every configured model's engine: started and serving, or not (yet)."""
+        return {
+            name: EngineStatus(name, "ready" if name in self.engines else "starting")
+            for name in self._models
+        }
 
     def work(self) -> dict[str, EngineWork]:
         return {name: engine.work for name, engine in self.engines.items()}

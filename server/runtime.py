@@ -19,9 +19,11 @@ from typing import Protocol
 
 from capabilities.plan import WorkItem
 from capabilities.registry import CapabilityRegistry
+from processors.engine_status import EngineStatus
 from processors.engines import EngineWork, apply_engine_env
 from processors.pool import ProcessorPool
 from schemas.config import CapServeConfig
+from server.batching.admission import AdmissionController
 from server.batching.dispatch import BatchedDispatcher, Dispatcher, NaiveDispatcher
 from server.caching.factory import build_result_lookup
 from server.caching.lookup import ResultLookup
@@ -67,6 +69,8 @@ class Pool(ProcessorSource, Protocol):
 
     def work(self) -> dict[str, EngineWork]: ...
 
+    def engine_states(self) -> dict[str, EngineStatus]: ...
+
     @property
     def engine_constructions(self) -> int: ...
 
@@ -91,6 +95,9 @@ class Runtime:
             ),
             "naive": NaiveDispatcher(self.pipeline),
         }
+        self.admission = AdmissionController(
+            config.admission.max_admitted_texts, config.admission.retry_after_s
+        )
         self.started = False
         self._reload_lock = asyncio.Lock()
         self._warm_ups: set[asyncio.Task[None]] = set()
@@ -224,6 +231,7 @@ class Runtime:
         include_dependencies: bool = False,
         mode: str | None = None,
         text_field: str = "texts",
+        tenant: str = "anonymous",
     ) -> JobResult:
         """Classifies texts.
 
@@ -234,11 +242,14 @@ class Runtime:
         check_request(texts, capabilities, self.config.limits, text_field)
         capability_set = self.capability_set  # the request is bound to the set in force now
         capability_set.registry.check_known(capabilities)
-        job = ClassifyJob(capability_set, tuple(texts), tuple(capabilities), include_dependencies)
+        job = ClassifyJob(
+            capability_set, tuple(texts), tuple(capabilities), include_dependencies, tenant=tenant
+        )
         timeout = self.config.limits.request_timeout_s
         ok = False
         try:
-            result = await asyncio.wait_for(self._answer(job, mode), timeout)
+            with self.admission.admit(len(texts)):
+                result = await asyncio.wait_for(self._answer(job, mode), timeout)
             ok = True
             return result
         except TimeoutError:
@@ -248,7 +259,8 @@ class Runtime:
                 raise CapabilityFailedError(exc.capability, 0, exc.reason, "text") from None
             raise
         finally:
-            self.stats.record_request((time.monotonic() - job.submitted_at) * 1000, ok)
+            latency_ms = (time.monotonic() - job.submitted_at) * 1000
+            self.stats.record_request(latency_ms, ok, tenant=tenant, texts=len(texts))
 
     async def _answer(self, job: ClassifyJob, mode: str | None) -> JobResult:
         """From the result cache at once when it holds every result, else through a window."""

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from capabilities.loader import CapabilityConfigError
 from capabilities.registry import UnknownCapabilityError
 from schemas.api import ErrorBody, ErrorDetail, ErrorResponse
+from server.batching.admission import AdmissionRejectedError
 from server.batching.batcher import BatcherClosedError
 from server.execution.pipeline import CapabilityFailedError
 from server.runtime import RequestTimeoutError
@@ -82,6 +83,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestTimeoutError)
     async def _timeout(_request: Request, exc: RequestTimeoutError) -> JSONResponse:
         return error_response(504, "timeout", str(exc))
+
+    @app.exception_handler(AdmissionRejectedError)
+    async def _at_capacity(_request: Request, exc: AdmissionRejectedError) -> JSONResponse:
+        response = error_response(503, "at_capacity", str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.exception_handler(BatcherClosedError)
     async def _closed(_request: Request, exc: BatcherClosedError) -> JSONResponse:

@@ -18,6 +18,9 @@ class WindowReport:
     mode: str
     # How long each request of the window waited before the window started, in milliseconds.
     queue_waits_ms: Sequence[float]
+    # Per request of the window, in the same order: its tenant and how many texts it sent.
+    tenants: Sequence[str] = ()
+    request_texts: Sequence[int] = ()
 
 
 class WindowObserver(Protocol):

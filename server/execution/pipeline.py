@@ -29,6 +29,8 @@ class ClassifyJob:
     capabilities: tuple[str, ...]
     include_dependencies: bool = False
     submitted_at: float = field(default_factory=time.monotonic)
+    # Who asked (the API key's name or JWT subject; "anonymous" without auth): stats and logs.
+    tenant: str = "anonymous"
     # Results the cache already gave on arrival, by (capability, text): not looked up again.
     known: KnownResults = field(default_factory=dict, compare=False)
 
@@ -176,7 +178,12 @@ class ClassificationPipeline:
         outcome = await capability_set.executor.run(plan, plan.known)
         await self._store_fresh(capability_set, plan, outcome)
         report = WindowReport(
-            plan, outcome, mode, [(started - job.submitted_at) * 1000 for job in jobs]
+            plan,
+            outcome,
+            mode,
+            [(started - job.submitted_at) * 1000 for job in jobs],
+            tenants=[job.tenant for job in jobs],
+            request_texts=[len(job.texts) for job in jobs],
         )
         for observer in self.observers:
             observer.window_finished(report)

@@ -92,7 +92,9 @@ class ServerStats:
         self.cache_answers += 1
         self.cache_saved_executions += executions_saved
 
-    def record_request(self, latency_ms: float, ok: bool) -> None:
+    def record_request(
+        self, latency_ms: float, ok: bool, tenant: str = "anonymous", texts: int = 0
+    ) -> None:
         self.requests += 1
         if not ok:
             self.failed_requests += 1

@@ -16,6 +16,7 @@ from capabilities.outputs import single_label_result
 from capabilities.results import CapabilityResult, normalise
 from capabilities.spec import CapabilitySpec
 from processors.base import ItemFailure, ItemOutcome, Processor, ProcessorInput, WindowContext
+from processors.engine_status import EngineStatus
 from processors.engines import EngineWork
 from processors.formula import FormulaProcessor
 from processors.regex import RegexProcessor
@@ -140,6 +141,9 @@ class FakePool:
 
     def work(self) -> dict[str, EngineWork]:
         return {"fake": EngineWork()}
+
+    def engine_states(self) -> dict[str, EngineStatus]:
+        return {"fake": EngineStatus("fake", "ready" if self.started > self.stopped else "stopped")}
 
     def processor_for(self, spec: CapabilitySpec) -> Processor:
         return self.modelless.get(spec.kind, self.processor)
