@@ -20,3 +20,13 @@ class EngineStatus:
     @property
     def up(self) -> bool:
         return self.state == "ready"
+
+
+class EngineUnavailableError(Exception):
+    """The engine a capability needs is not serving (starting, restarting after a crash, or
+    stopped). Requests that need it get HTTP 503 `engine_unavailable` with Retry-After."""
+
+    def __init__(self, engine: str, state: str = "restarting") -> None:
+        self.engine = engine
+        self.state = state
+        super().__init__(f"engine '{engine}' is not available ({state}); retry later")

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from capabilities.loader import CapabilityConfigError
 from capabilities.registry import UnknownCapabilityError
 from schemas.api import ErrorBody, ErrorDetail, ErrorResponse
+from processors.engine_status import EngineUnavailableError
 from server.batching.admission import AdmissionRejectedError
 from server.batching.batcher import BatcherClosedError
 from server.execution.pipeline import CapabilityFailedError
@@ -88,6 +89,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _at_capacity(_request: Request, exc: AdmissionRejectedError) -> JSONResponse:
         response = error_response(503, "at_capacity", str(exc))
         response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+
+    @app.exception_handler(EngineUnavailableError)
+    async def _engine_unavailable(request: Request, exc: EngineUnavailableError) -> JSONResponse:
+        response = error_response(503, "engine_unavailable", str(exc))
+        retry_after = request.app.state.runtime.config.supervisor.retry_after_s
+        response.headers["Retry-After"] = str(retry_after)
         return response
 
     @app.exception_handler(BatcherClosedError)
