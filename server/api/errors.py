@@ -15,8 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from capabilities.loader import CapabilityConfigError
 from capabilities.registry import UnknownCapabilityError
-from schemas.api import ErrorBody, ErrorDetail, ErrorResponse
 from processors.engine_status import EngineUnavailableError
+from schemas.api import ErrorBody, ErrorDetail, ErrorResponse
 from server.batching.admission import AdmissionRejectedError
 from server.batching.batcher import BatcherClosedError
 from server.execution.pipeline import CapabilityFailedError
