@@ -11,23 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from bench.servers import group_processes
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 900
-
-
-def classic_config(folder: Path) -> Path:
-    """configs/default.yaml on the frozen classic capability set: the peer pipeline runs the
-    LLM question kinds, embedding similarity and rules, not yet the seed pack's regex, formula,
-    taxonomy, llm_json and untrained heads."""
-    config = yaml.safe_load((REPO / "configs/default.yaml").read_text())
-    config["capabilities_dir"] = str(REPO / "tests/data/classic_capabilities")
-    path = folder / "classic.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.mark.slow
@@ -41,7 +29,7 @@ def test_quick_comparison_reports_both_systems(tmp_path: Path):
             "vllm-serve",
             "--quick",
             "--config",
-            str(classic_config(tmp_path)),
+            str(REPO / "configs/default.yaml"),
             "--output",
             str(output),
         ],
