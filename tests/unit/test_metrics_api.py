@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from capabilities.registry import CapabilityRegistry
 from schemas.config import BatchingConfig, CapServeConfig, ModelConfig
 from server.api.app import create_app
 from server.runtime import Runtime
+from tests.prometheus_text import Samples, families, parse_samples, value
 from tests.unit.fakes import FakePool, FakeProcessor
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "configs" / "grafana" / "capserve-dashboard.json"
@@ -42,21 +42,17 @@ def client(classic_registry: CapabilityRegistry) -> Iterator[TestClient]:
         yield c
 
 
-def exposition(client: TestClient) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    """sample name -> sorted labels -> value."""
+def exposition(client: TestClient) -> Samples:
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return samples
+    return parse_samples(response.text)
 
 
-def sample(samples: dict[str, Any], name: str, **labels: str) -> float:
-    value: float = samples[name][tuple(sorted(labels.items()))]
-    return value
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value; the series must exist."""
+    assert tuple(sorted(labels.items())) in samples.get(name, {}), f"no {name}{labels}"
+    return value(samples, name, **labels)
 
 
 def traffic(client: TestClient) -> None:
@@ -194,11 +190,8 @@ def test_every_dashboard_metric_is_exposed_and_every_family_is_on_the_dashboard(
     queried = {name for query in dashboard_queries() for name in re.findall(r"capserve_\w+", query)}
     assert queried, "the dashboard queries no capserve metric"
     assert queried <= exposed, f"not exposed: {sorted(queried - exposed)}"
-    families = {
-        family.name
-        for family in text_string_to_metric_families(client.get("/metrics").text)
-        # The _created timestamps prometheus-client adds come as families of their own here.
-        if family.name.startswith("capserve_") and not family.name.endswith("_created")
+    exposed_families = {
+        name for name in families(client.get("/metrics").text) if name.startswith("capserve_")
     }
-    missing = {f for f in families if not any(name.startswith(f) for name in queried)}
+    missing = {f for f in exposed_families if not any(name.startswith(f) for name in queried)}
     assert not missing, f"families without a panel: {sorted(missing)}"
