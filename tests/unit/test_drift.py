@@ -10,7 +10,7 @@ from schemas.config import DriftConfig
 from server.observability.divergence import PSI_EPSILON, js_divergence, proportions, psi
 from server.observability.drift import DriftMonitor, DriftReferenceError, load_reference_file
 from server.observability.labels import NO_LABEL
-from server.settings import ConfigError
+from server.settings import ConfigError, load_config
 from tests.unit.window_reports import (
     errored,
     labelled,
@@ -173,3 +173,16 @@ def test_a_bad_reference_file_is_a_config_error(tmp_path: Path, content: str, me
 def test_a_missing_reference_file_is_a_config_error(tmp_path: Path):
     with pytest.raises(DriftReferenceError, match=r"missing\.json"):
         DriftMonitor.from_config(config(reference_file=tmp_path / "missing.json"))
+
+
+def test_a_relative_reference_file_is_read_beside_the_config_file(tmp_path: Path):
+    (tmp_path / "reference.json").write_text('{"sentiment": {"pos": 3, "neg": 1}}')
+    path = tmp_path / "capserve.yaml"
+    path.write_text(
+        "models: {m: {source: x, runner: generate}}\n"
+        "observability: {drift: {reference_file: reference.json}}\n"
+    )
+    drift_config = load_config(path, environ={}).observability.drift
+    assert drift_config.reference_file == tmp_path / "reference.json"
+    monitor = DriftMonitor.from_config(drift_config)
+    assert monitor.readings()["sentiment"].reference_source == "file"
