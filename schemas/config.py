@@ -210,8 +210,9 @@ class DriftConfig(_Strict):
     enabled: bool = True
     # Predictions per capability in the recent window.
     recent: int = Field(default=500, ge=10)
-    # The reference: a JSON file {capability: {label: proportion}}, or else the first
-    # `reference_size` predictions of each capability after start.
+    # The reference: a JSON file {capability: {label: proportion}} (a relative path is relative
+    # to the config file), or else, for a capability not in it, its first `reference_size`
+    # predictions after start.
     reference_file: Path | None = None
     reference_size: int = Field(default=500, ge=10)
     # js: Jensen-Shannon divergence (base 2, in [0, 1]); psi: population stability index.

@@ -36,6 +36,8 @@ from server.execution.pipeline import (
     ClassifyJob,
     JobResult,
 )
+from server.observability.drift import DriftMonitor
+from server.observability.metrics import ServerMetrics
 from server.observability.stats import ServerStats
 from server.registry_loading import load_registry
 from server.validation import check_request
@@ -81,10 +83,14 @@ class Runtime:
         self.pool = pool
         cache = build_result_lookup(config.cache, registry)
         # The cache counters are the same whatever set keys the results: the stats keep the first.
-        self.stats = ServerStats(cache=cache)
+        self.drift = DriftMonitor.from_config(config.observability.drift)
+        self.stats = ServerStats(cache=cache, drift=self.drift)
+        self.metrics = ServerMetrics()  # Prometheus, in a registry of this runtime's own
         # Replaced whole, by one assignment, when a reload puts a new set in force.
         self.capability_set = CapabilitySet.build(registry, pool, cache)
-        self.pipeline = ClassificationPipeline(observers=[self.stats], dedup=config.batching.dedup)
+        self.pipeline = ClassificationPipeline(
+            observers=[self.stats, self.drift, self.metrics], dedup=config.batching.dedup
+        )
         batching = config.batching
         self.dispatchers: dict[str, Dispatcher] = {
             "batched": BatchedDispatcher(

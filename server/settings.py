@@ -73,6 +73,9 @@ def load_config(
     base = config_path.resolve().parent
     if not config.capabilities_dir.is_absolute():
         config.capabilities_dir = base / config.capabilities_dir
+    drift = config.observability.drift
+    if drift.reference_file is not None and not drift.reference_file.is_absolute():
+        drift.reference_file = base / drift.reference_file
     if config.models_dir is None:
         cache_home = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         config.models_dir = cache_home / "capserve" / "models"

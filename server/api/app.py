@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from server.api import admin
 from server.api.errors import install_error_handlers
+from server.api.metrics_route import install_metrics
 from server.api.routes import router
 from server.runtime import Runtime
 
@@ -27,4 +28,5 @@ def create_app(runtime: Runtime) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(admin.router)
+    install_metrics(app, runtime)  # last: its middleware must be the outermost
     return app

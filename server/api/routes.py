@@ -24,6 +24,7 @@ from schemas.api import (
     WindowBody,
 )
 from server.execution.pipeline import JobResult
+from server.observability.stats import engine_status_section
 from server.runtime import Runtime
 from server.validation import RequestRejectedError
 
@@ -160,8 +161,10 @@ async def stats(request: Request) -> dict[str, Any]:
     snapshot = runtime.stats.snapshot()
     snapshot["batching"] = runtime.config.batching.model_dump()
     snapshot["batching"]["state"] = {m: vars(d.state()) for m, d in runtime.dispatchers.items()}
+    snapshot["admission"] = vars(runtime.admission.state())
     snapshot["engines"] = {
         "constructions": runtime.pool.engine_constructions,
         "work": {name: vars(work) for name, work in runtime.pool.work().items()},
+        "status": engine_status_section(runtime.pool.engine_states()),
     }
     return snapshot

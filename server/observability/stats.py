@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from processors.engine_status import EngineStatus
 from server.execution.observers import WindowReport
+from server.observability.tenants import TenantUsage
 
 
 class LatencySamples:
@@ -48,9 +50,17 @@ class CapabilityCounters:
     skipped: int = 0
 
 
+class DriftSnapshot(Protocol):
+    def snapshot(self) -> dict[str, Any]: ...
+
+
 class ServerStats:
-    def __init__(self, cache: CacheCounters | None = None) -> None:
+    def __init__(
+        self, cache: CacheCounters | None = None, drift: DriftSnapshot | None = None
+    ) -> None:
         self.cache = cache
+        self.drift = drift
+        self.tenants = TenantUsage()
         # Requests the result cache answered on arrival, and the (capability, unique text)
         # executions cached results spared, on arrival and inside windows.
         self.cache_answers = 0
@@ -87,6 +97,7 @@ class ServerStats:
             self.capabilities.setdefault(name, CapabilityCounters()).errors += 1
         self.queue_wait.extend(report.queue_waits_ms)
         self.cache_saved_executions += plan.text_executions_saved
+        self.tenants.window_finished(report)
 
     def record_cache_answer(self, executions_saved: int) -> None:
         self.cache_answers += 1
@@ -99,6 +110,7 @@ class ServerStats:
         if not ok:
             self.failed_requests += 1
         self.latency.add(latency_ms)
+        self.tenants.request_finished(tenant, texts)
 
     def snapshot(self) -> dict[str, Any]:
         ratio = (
@@ -133,10 +145,12 @@ class ServerStats:
                 }
                 for name, c in sorted(self.capabilities.items())
             },
-            "cache": self._cache_snapshot(),
+            "cache": self.cache_snapshot(),
+            "drift": {"enabled": False} if self.drift is None else self.drift.snapshot(),
+            "tenants": self.tenants.snapshot(),
         }
 
-    def _cache_snapshot(self) -> dict[str, Any]:
+    def cache_snapshot(self) -> dict[str, Any]:
         if self.cache is None:
             return {"enabled": False}
         return {
@@ -145,3 +159,16 @@ class ServerStats:
             "executions_saved": self.cache_saved_executions,
             **self.cache.snapshot(),
         }
+
+
+def engine_status_section(states: Mapping[str, EngineStatus]) -> dict[str, dict[str, Any]]:
+    """Per engine: its state, whether it serves, its restarts and its last error (a type)."""
+    return {
+        name: {
+            "state": status.state,
+            "up": status.up,
+            "restarts": status.restarts,
+            "last_error": status.last_error,
+        }
+        for name, status in sorted(states.items())
+    }
