@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from server.api import admin
 from server.api.errors import install_error_handlers
 from server.api.routes import router
+from server.api.security import install_security
 from server.runtime import Runtime
 
 
@@ -25,6 +26,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="capserve", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
     install_error_handlers(app)
+    install_security(app, runtime.config)
     app.include_router(router)
     app.include_router(admin.router)
     return app
