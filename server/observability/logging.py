@@ -96,6 +96,10 @@ def configure_logging(log_format: LogFormat, level: str) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # An operator's own vLLM logging config wins; with VLLM_CONFIGURE_LOGGING=0, vLLM's lines
+    # propagate to the root handler above (and vLLM refuses a config file).
+    if VLLM_CONFIG_ENV in os.environ or os.environ.get("VLLM_CONFIGURE_LOGGING") == "0":
+        return
     folder = Path(tempfile.mkdtemp(prefix="capserve-logging-"))
     path = folder / "vllm-logging.json"
     path.write_text(json.dumps(vllm_logging_config(log_format, level)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ def restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     monkeypatch.delenv(VLLM_CONFIG_ENV, raising=False)
+    monkeypatch.delenv("VLLM_CONFIGURE_LOGGING", raising=False)
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -74,8 +76,18 @@ def test_configure_logging_makes_every_line_json(monkeypatch: pytest.MonkeyPatch
         "Started server process",
         "engine smollm2 restarted",
     ]
-    vllm_config = json.loads(Path(__import__("os").environ[VLLM_CONFIG_ENV]).read_text())
+    vllm_config = json.loads(Path(os.environ[VLLM_CONFIG_ENV]).read_text())
     assert vllm_config == vllm_logging_config("json", "INFO")
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_an_operators_own_vllm_logging_config_is_kept(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    monkeypatch.setenv(VLLM_CONFIG_ENV, str(tmp_path / "mine.json"))
+    configure_logging("json", "info")
+    assert os.environ[VLLM_CONFIG_ENV] == str(tmp_path / "mine.json")
 
 
 def test_vllm_logs_through_our_formatter_without_disabling_other_loggers():
