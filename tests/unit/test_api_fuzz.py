@@ -3,7 +3,9 @@ the ASGI app with a fake pool), with authentication off and on: no input may pro
 
 from __future__ import annotations
 
+import os
 from typing import Any
+from unittest import mock
 
 import pytest
 import schemathesis
@@ -35,11 +37,9 @@ def fuzz_config(base: CapServeConfig) -> CapServeConfig:
 
 
 def fuzz_app(base: CapServeConfig) -> Any:
-    import os
-
-    os.environ.update(ENV)
     registry = CapabilityRegistry.from_directory(CLASSIC_CAPABILITIES, SHIPPED_RUNNERS)
-    return create_app(Runtime(fuzz_config(base), registry, FakePool()))
+    with mock.patch.dict(os.environ, ENV):  # the JWT secret is read once, here
+        return create_app(Runtime(fuzz_config(base), registry, FakePool()))
 
 
 open_schema = schemathesis.openapi.from_asgi("/openapi.json", fuzz_app(config()))
