@@ -60,7 +60,12 @@ def _hash_key(_args: argparse.Namespace) -> int:
     """Prints the hex SHA-256 of the API key read from stdin (for auth.keys[].sha256)."""
     from server.api.auth.keys import hash_key
 
-    key = sys.stdin.readline().strip()
+    if sys.stdin.isatty():
+        import getpass
+
+        key = getpass.getpass("API key (not echoed): ").strip()
+    else:
+        key = sys.stdin.readline().strip()
     if not key:
         print("capserve: hash-key reads an API key from stdin; none given", file=sys.stderr)
         return 2

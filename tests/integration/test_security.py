@@ -136,6 +136,18 @@ def test_413_for_a_body_over_the_limit(client: httpx.Client):
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "body_too_large"
 
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the bytes are counted as they come
+        yield b'{"texts": ["'
+        for _ in range(MAX_BODY // 4096 + 1):
+            yield b"y" * 4096
+        yield b'"], "capabilities": ["sentiment"]}'
+
+    chunked = client.post(
+        "/classify", content=chunks(), headers={**bearer(USER_KEY), "Content-Type": "application/json"}
+    )
+    assert chunked.status_code == 413
+    assert "Content-Length" not in chunked.request.headers
+
 
 def test_health_and_metrics_need_no_credentials(client: httpx.Client):
     assert client.get("/health").status_code == 200
