@@ -130,9 +130,8 @@ def test_jwt_accepted_expired_and_wrong_audience(client: httpx.Client):
 
 def test_413_for_a_body_over_the_limit(client: httpx.Client):
     big = json.dumps({"texts": ["x" * (MAX_BODY + 1)], "capabilities": ["sentiment"]})
-    response = client.post(
-        "/classify", content=big, headers={**bearer(USER_KEY), "Content-Type": "application/json"}
-    )
+    headers = {**bearer(USER_KEY), "Content-Type": "application/json"}
+    response = client.post("/classify", content=big, headers=headers)
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "body_too_large"
 
@@ -142,9 +141,7 @@ def test_413_for_a_body_over_the_limit(client: httpx.Client):
             yield b"y" * 4096
         yield b'"], "capabilities": ["sentiment"]}'
 
-    chunked = client.post(
-        "/classify", content=chunks(), headers={**bearer(USER_KEY), "Content-Type": "application/json"}
-    )
+    chunked = client.post("/classify", content=chunks(), headers=headers)
     assert chunked.status_code == 413
     assert "Content-Length" not in chunked.request.headers
 
