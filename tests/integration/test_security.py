@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,8 +158,13 @@ def test_access_log_is_json_with_request_id_tenant_and_sizes(
     response = client.post("/classify", json=classify(["pii"]), headers={"X-API-Key": USER_KEY})
     assert response.status_code == 200, response.text
     request_id = response.headers["X-Request-ID"]
-    lines = [json.loads(line) for line in secured.log().splitlines() if line.startswith("{")]
-    mine = [line for line in lines if line.get("request_id") == request_id]
+    deadline = time.monotonic() + 30  # the line is written just after the answer is sent
+    while True:
+        lines = [json.loads(line) for line in secured.log().splitlines() if line.startswith("{")]
+        mine = [line for line in lines if line.get("request_id") == request_id]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert len(mine) == 1, f"{len(lines)} JSON lines"
     line = mine[0]
     assert line["tenant"] == "tenant-a" and line["path"] == "/classify"
