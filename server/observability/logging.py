@@ -64,8 +64,10 @@ def formatter_for(log_format: LogFormat) -> logging.Formatter:
 
 
 def vllm_logging_config(log_format: LogFormat, level: str) -> dict[str, Any]:
-    """A logging.config.dictConfig for vLLM's loggers, with our formatter."""
+    """A logging.config.dictConfig for vLLM's loggers, with our formatter. Never below INFO:
+    some of vLLM's debug lines hold prompts."""
     name = "JsonFormatter" if log_format == "json" else "TextFormatter"
+    level = "INFO" if level.upper() == "DEBUG" else level.upper()
     return {
         "version": 1,
         "disable_existing_loggers": False,
