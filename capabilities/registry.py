@@ -9,14 +9,31 @@ from capabilities.loader import load_capabilities
 from capabilities.spec import CapabilitySpec
 from schemas.config import PromptingConfig
 
+# A capability name echoed in an error message is cut to this many characters: a client's
+# string is never sent back, or logged, whole.
+ECHOED_NAME_CHARS = 64
+
+
+def shown_name(name: str) -> str:
+    """`name` quoted for an error message, cut to ECHOED_NAME_CHARS characters."""
+    if len(name) <= ECHOED_NAME_CHARS:
+        return repr(name)
+    return repr(name[:ECHOED_NAME_CHARS]) + f"... ({len(name)} characters)"
+
+
+def shown_names(names: Iterable[str], most: int = 10) -> str:
+    """At most `most` names, each cut by shown_name, and how many more there are."""
+    names = list(names)
+    shown = ", ".join(shown_name(name) for name in names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
+
 
 class UnknownCapabilityError(ValueError):
     def __init__(self, unknown: list[str], known: list[str]) -> None:
         self.unknown = unknown
         self.known = known
         super().__init__(
-            f"unknown capability {', '.join(repr(n) for n in unknown)}; "
-            f"valid capabilities: {', '.join(known)}"
+            f"unknown capability {shown_names(unknown)}; valid capabilities: {', '.join(known)}"
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,9 @@ def _serve(args: argparse.Namespace) -> int:
     from capabilities.loader import CapabilityConfigError
     from processors.model_store import ModelNotReadyError
     from server.api.app import create_app
+    from server.api.auth.authenticator import check_auth_config
+    from server.api.auth.keys import AuthConfigError
+    from server.observability.logging import configure_logging
     from server.runtime import Runtime
 
     config = load_config(args.config)
@@ -33,16 +37,39 @@ def _serve(args: argparse.Namespace) -> int:
         config.server.host = args.host
     if args.port is not None:
         config.server.port = args.port
-    _setup_logging(config.server.log_level)
+    configure_logging(config.server.log_format, config.server.log_level)
     try:
+        check_auth_config(config, os.environ)  # before any engine starts
         runtime = Runtime.build(config)
-    except (CapabilityConfigError, ModelNotReadyError) as exc:
+    except (AuthConfigError, CapabilityConfigError, ModelNotReadyError) as exc:
         print(f"capserve: {exc}", file=sys.stderr)
         return 2
     app = create_app(runtime)
     uvicorn.run(
-        app, host=config.server.host, port=config.server.port, log_level=config.server.log_level
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        log_level=config.server.log_level,
+        log_config=None,  # our logging (configure_logging), uvicorn's lines included
+        access_log=False,  # replaced by server/api/access_log.py
     )
+    return 0
+
+
+def _hash_key(_args: argparse.Namespace) -> int:
+    """Prints the hex SHA-256 of the API key read from stdin (for auth.keys[].sha256)."""
+    from server.api.auth.keys import hash_key
+
+    if sys.stdin.isatty():
+        import getpass
+
+        key = getpass.getpass("API key (not echoed): ").strip()
+    else:
+        key = sys.stdin.readline().strip()
+    if not key:
+        print("capserve: hash-key reads an API key from stdin; none given", file=sys.stderr)
+        return 2
+    print(hash_key(key))
     return 0
 
 
@@ -108,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.set_defaults(run=_serve)
+
+    hash_key = sub.add_parser(
+        "hash-key", help="print the SHA-256 of an API key read from stdin (for auth.keys)"
+    )
+    hash_key.set_defaults(run=_hash_key)
 
     prepare = sub.add_parser("prepare-models", help="prepare the embedded models (idempotent)")
     with_config(prepare)

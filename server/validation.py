@@ -58,3 +58,11 @@ def check_request(
             "capabilities",
             f"{len(capabilities)} capabilities; at most {limits.max_capabilities_per_request}",
         )
+    for index, name in enumerate(capabilities):
+        if len(name) > limits.max_capability_name_chars:
+            # The name itself is not echoed: only its position and length.
+            raise RequestRejectedError(
+                f"capabilities[{index}]",
+                f"has {len(name)} characters; a capability name has at most "
+                f"{limits.max_capability_name_chars}",
+            )

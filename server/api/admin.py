@@ -7,12 +7,13 @@ else changes.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from schemas.api import ReloadResponse, VersionChangeBody
+from server.api.auth.permissions import require_admin
 from server.runtime import Runtime
 
-router = APIRouter(prefix="/admin")
+router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
 
 
 @router.post("/reload", response_model=ReloadResponse)

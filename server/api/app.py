@@ -11,6 +11,7 @@ from server.api import admin
 from server.api.errors import install_error_handlers
 from server.api.metrics_route import install_metrics
 from server.api.routes import router
+from server.api.security import install_security
 from server.runtime import Runtime
 
 
@@ -26,6 +27,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="capserve", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
     install_error_handlers(app)
+    install_security(app, runtime.config)
     app.include_router(router)
     app.include_router(admin.router)
     install_metrics(app, runtime)  # last: its middleware must be the outermost

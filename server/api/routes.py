@@ -23,6 +23,8 @@ from schemas.api import (
     TextResultBody,
     WindowBody,
 )
+from server.api.auth.permissions import authorize_capabilities
+from server.api.auth.principal import principal_of
 from server.execution.pipeline import JobResult
 from server.observability.stats import engine_status_section
 from server.runtime import Runtime
@@ -80,10 +82,18 @@ async def _classify(
 ) -> tuple[JobResult, str, float]:
     runtime = _runtime(request)
     started = time.perf_counter()
+    principal = principal_of(request)
+    authorize_capabilities(principal, runtime.registry, capabilities, include)
     job = await runtime.classify(
-        texts, capabilities, include, _mode(runtime, mode), text_field=text_field
+        texts,
+        capabilities,
+        include,
+        _mode(runtime, mode),
+        text_field=text_field,
+        tenant=principal.tenant,
     )
-    return job, uuid.uuid4().hex, round((time.perf_counter() - started) * 1000, 2)
+    request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
+    return job, request_id, round((time.perf_counter() - started) * 1000, 2)
 
 
 @router.post("/classify", response_model=ClassifyResponse)
