@@ -23,7 +23,7 @@ from schemas.api import (
     TextResultBody,
     WindowBody,
 )
-from server.execution.pipeline import JobResult
+from server.execution.answer import JobResult
 from server.runtime import Runtime
 from server.validation import RequestRejectedError
 
