@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from schemas.api import Priority as Priority
 
-Priority = Literal["high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
 
 
