@@ -10,12 +10,21 @@ Where each family meets the limit:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from capabilities.spec import CapabilitySpec
 from processors.base import ItemFailure, ItemOutcome
-from processors.engines import Engine
+
+T = TypeVar("T")
+
+
+class TokenizingEngine(Protocol):
+    """What the check needs of an engine (processors.engines.Engine)."""
+
+    max_model_len: int
+
+    async def with_tokenizer(self, work: Callable[[Any], T]) -> T: ...
 
 
 class TextTooLongForModelError(Exception):
@@ -36,7 +45,9 @@ def check_cut(spec: CapabilitySpec, truncated: bool) -> None:
         raise TextTooLongForModelError(f"capability '{spec.name}' refuses texts cut to fit")
 
 
-async def overflowing(engine: Engine, spec: CapabilitySpec, texts: Sequence[str]) -> set[int]:
+async def overflowing(
+    engine: TokenizingEngine, spec: CapabilitySpec, texts: Sequence[str]
+) -> set[int]:
     """The positions of the texts longer than the engine's context (special tokens included),
     when `spec` refuses them; else none (they are truncated)."""
     if not refuses(spec):
