@@ -36,7 +36,7 @@ MAX_TEXTS_PER_REQUEST = 256  # limits.max_texts_per_request
 LOAD_SECONDS = 60.0
 OVERLOAD_FACTOR = 4.0
 CLIENT_TIMEOUT_S = 300.0  # generous: the test asserts that nothing hangs, not speed
-LONG_TEXT = " ".join(f"word{i % 50}" for i in range(3000))  # > 2048 LLM and > 512 MiniLM tokens
+LONG_TEXT = " ".join(f"word{i % 50}" for i in range(2000))  # > 2048 LLM and > 256 MiniLM tokens
 
 # A MiniLM capability that refuses texts over the model's context instead of truncating them.
 REFUSING_CAPABILITY = """\
