@@ -4,8 +4,8 @@ costs engine work).
 
 - Overload: at 4x the measured capacity for 60 s, every request ends with a 200, a 503 with
   Retry-After or a 504; none hangs or is lost; memory stays bounded; service recovers at once.
-- Deadline: a tiny timeout_ms on a big request gives its finished part (partial) or a 504, and
-  the engine's requests in flight drop to 0 soon after.
+- Deadline: a short timeout_ms on a big request gives its finished part (partial) or a 504,
+  and the engine's requests in flight drop to 0 soon after.
 - Disconnect: a client that closes while waiting has its engine requests aborted.
 - Overflow: a text over the model's context is truncated or refused as the capability says.
 """
@@ -251,14 +251,16 @@ def big_request_s(overload_server: LiveServer) -> float:
         return time.monotonic() - started
 
 
-def test_a_tiny_deadline_gives_a_partial_answer_or_a_504_and_frees_the_engine(
+def test_a_short_deadline_gives_a_partial_answer_or_a_504_and_frees_the_engine(
     overload_server: LiveServer, big_request_s: float
 ):
     assert big_request_s > 15, "the big request is too quick to show its work being dropped"
     with httpx.Client(base_url=overload_server.url, timeout=CLIENT_TIMEOUT_S) as client:
         wait_until_idle(client, "smollm2", 120)
+        # Long enough for MiniLM's part (a partial answer), far too short for the LLM's.
+        timeout_ms = int(250 * big_request_s)
         started = time.monotonic()
-        response = client.post("/classify", json=big_body("deadline", timeout_ms=1500))
+        response = client.post("/classify", json=big_body("deadline", timeout_ms=timeout_ms))
         assert response.status_code in (200, 504), response.text[:500]
         if response.status_code == 504:
             assert response.json()["error"]["type"] == "timeout"
@@ -274,7 +276,10 @@ def test_a_tiny_deadline_gives_a_partial_answer_or_a_504_and_frees_the_engine(
         # Its engine work stops far sooner than the whole request would have needed.
         wait_until_idle(client, "smollm2", 60)
         freed_after_s = time.monotonic() - started
-        print(f"deadline: {response.status_code}, engine free after {freed_after_s:.1f} s")
+        print(
+            f"deadline {timeout_ms} ms: {response.status_code}, engine free after "
+            f"{freed_after_s:.1f} s; the whole request takes {big_request_s:.1f} s"
+        )
         assert freed_after_s < 0.5 * big_request_s, (freed_after_s, big_request_s)
 
 
