@@ -68,5 +68,8 @@ class CapabilitySpec:
 
     @classmethod
     def from_definition(cls, definition: CapabilityDefinition, source: Path) -> CapabilitySpec:
-        canonical = json.dumps(definition.model_dump(mode="json"), sort_keys=True)
+        dumped = definition.model_dump(mode="json")
+        if dumped["on_overflow"] == "truncate":  # the default leaves versions as they were
+            del dumped["on_overflow"]
+        canonical = json.dumps(dumped, sort_keys=True)
         return cls(definition=definition, source=source, version=short_hash(canonical))

@@ -16,6 +16,7 @@ from capabilities.outputs import single_label_result
 from capabilities.spec import CapabilitySpec
 from processors.base import ItemFailure, ItemOutcome, ProcessorInput, WindowContext
 from processors.engines import Engine
+from processors.overflow import overflowing, refuse
 
 
 class LabelCountError(ValueError):
@@ -60,4 +61,5 @@ class ClassifierProcessor:
                 outcomes.append(single_label_result(spec, probabilities))
             except Exception as exc:
                 outcomes.append(ItemFailure.from_exception(exc))
-        return outcomes
+        over = await overflowing(self.engine, spec, [item.text for item in inputs])
+        return refuse(outcomes, over)

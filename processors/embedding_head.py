@@ -63,4 +63,4 @@ class EmbeddingHeadProcessor:
             row = next(rows)
             probabilities = {name: float(p) for name, p in zip(head.classes, row, strict=True)}
             outcomes.append(single_label_result(spec, probabilities, details))
-        return outcomes
+        return await self.similarity.refuse_overflow(spec, inputs, outcomes)

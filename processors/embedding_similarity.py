@@ -23,6 +23,7 @@ from capabilities.outputs import single_label_result
 from capabilities.spec import CapabilitySpec
 from processors.base import ItemFailure, ItemOutcome, PerVersion, ProcessorInput, WindowContext
 from processors.engines import Engine
+from processors.overflow import overflowing, refuse
 from schemas.capability import CapabilityDefinition, LabelDefinition
 
 log = logging.getLogger(__name__)
@@ -263,4 +264,12 @@ class EmbeddingSimilarityProcessor:
                     details,
                 )
             )
-        return outcomes
+        return await self.refuse_overflow(spec, inputs, outcomes)
+
+    async def refuse_overflow(
+        self, spec: CapabilitySpec, inputs: Sequence[ProcessorInput], outcomes: list[ItemOutcome]
+    ) -> list[ItemOutcome]:
+        """The texts' embeddings are truncated to the model's context: a capability that
+        refuses that fails the texts over it (see processors/overflow.py)."""
+        over = await overflowing(self.engine, spec, [item.text for item in inputs])
+        return refuse(outcomes, over)

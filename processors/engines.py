@@ -27,6 +27,9 @@ class EngineWork:
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
     errors: int = 0
+    # Requests at the engine now: sent and not yet ended or aborted (a cancelled caller's
+    # generate()/encode() aborts its request in the engine).
+    in_flight: int = 0
 
 
 def apply_engine_env(env: EngineEnvConfig) -> None:
@@ -117,12 +120,15 @@ class Engine:
     async def _final(self, stream: AsyncIterator[Any]) -> Any:
         """Drains an engine output stream, counts the work, and returns the last output."""
         final = None
+        self.work.in_flight += 1
         try:
             async for output in stream:
                 final = output
         except Exception:
             self.work.errors += 1
             raise
+        finally:
+            self.work.in_flight -= 1
         if final is None:
             self.work.errors += 1
             raise RuntimeError(f"engine '{self.name}' returned no output")

@@ -30,6 +30,7 @@ from capabilities.results import CapabilityResult
 from capabilities.spec import CapabilitySpec
 from processors.base import ItemFailure, ItemOutcome, PerVersion, ProcessorInput, WindowContext
 from processors.engines import Engine
+from processors.overflow import check_cut
 from processors.questions.answers import encode
 from processors.questions.layout import (
     QuestionLayout,
@@ -232,6 +233,7 @@ class JsonOutputProcessor:
         if fitted is None:
             raise PromptTooLongError(f"{len(question_ids)} question tokens; at most {limit}")
         ids, truncated = fitted
+        check_cut(setup.spec, truncated)
         output = await self.engine.generate(ids, setup.params)
         details: dict[str, Any] = {"layout": setup.layout.name}
         if truncated:

@@ -141,7 +141,8 @@ class TaxonomyProcessor:
         ok = [v for v in vectors if isinstance(v, np.ndarray)]
         ways = iter(route(taxonomy, np.stack(ok)) if ok else [])
         root = taxonomy.levels[ROOT]
-        return [
+        outcomes: list[ItemOutcome] = [
             vector if isinstance(vector, ItemFailure) else taxonomy_result(spec, root, next(ways))
             for vector in vectors
         ]
+        return await self.similarity.refuse_overflow(spec, inputs, outcomes)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+Priority = Literal["high", "normal", "low"]
 
 
 class _Request(BaseModel):
@@ -17,12 +19,24 @@ class ClassifyRequest(_Request):
     include_dependencies: bool = Field(
         default=False, description="Also return the results of the capabilities' dependencies."
     )
+    priority: Priority = Field(
+        default="normal", description="high goes first into the next window; low last."
+    )
+    timeout_ms: int | None = Field(
+        default=None,
+        ge=1,
+        description="Deadline in milliseconds (default limits.request_timeout_s, at most "
+        "limits.max_request_timeout_s). When it passes, the finished results come back with "
+        "partial: true; 504 only when none is finished.",
+    )
 
 
 class SingleClassifyRequest(_Request):
     text: str
     capabilities: list[str] = Field(min_length=1)
     include_dependencies: bool = False
+    priority: Priority = "normal"
+    timeout_ms: int | None = Field(default=None, ge=1)
 
 
 class CapabilityResultBody(BaseModel):
@@ -52,9 +66,24 @@ class CapabilityResultBody(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class TextErrorBody(BaseModel):
+    type: str = Field(description="capability_failed, or text_too_long.")
+    capability: str = Field(description="The capability that failed first on this text.")
+    message: str
+
+
 class TextResultBody(BaseModel):
     index: int
-    results: dict[str, CapabilityResultBody]
+    results: dict[str, CapabilityResultBody] = Field(
+        description="What finished for this text (all it asked for, unless error or partial)."
+    )
+    error: TextErrorBody | None = Field(
+        default=None, description="Why this text failed; the other texts keep their results."
+    )
+    missing: list[str] = Field(
+        default_factory=list,
+        description="Capabilities asked for with no result here (failed, or past the deadline).",
+    )
 
 
 class WindowBody(BaseModel):
@@ -73,6 +102,10 @@ class ClassifyResponse(BaseModel):
     results: list[TextResultBody]
     window: WindowBody | None = Field(description="null when the result cache answered.")
     cached: bool = Field(default=False, description="Every result came from the result cache.")
+    partial: bool = Field(
+        default=False, description="The deadline passed first: see each text's `missing`."
+    )
+    failed_texts: int = Field(default=0, description="Texts with an `error` entry.")
 
 
 class SingleClassifyResponse(BaseModel):
@@ -81,6 +114,10 @@ class SingleClassifyResponse(BaseModel):
     results: dict[str, CapabilityResultBody]
     window: WindowBody | None = Field(description="null when the result cache answered.")
     cached: bool = Field(default=False, description="Every result came from the result cache.")
+    partial: bool = Field(default=False, description="The deadline passed first.")
+    missing: list[str] = Field(
+        default_factory=list, description="Capabilities with no result by the deadline."
+    )
 
 
 class LabelBody(BaseModel):

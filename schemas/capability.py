@@ -187,6 +187,10 @@ class CapabilityDefinition(_Strict):
     # llm_json: a top-level string field of the output used as the result's label.
     label_field: str | None = None
     formula: FormulaDefinition | None = None
+    # A text longer than the model's context: "truncate" cuts it to fit (details.truncated on
+    # LLM results); "refuse" fails that text alone with the per-text error text_too_long.
+    # Enters the version only when "refuse" (a truncating capability keeps its version).
+    on_overflow: Literal["truncate", "refuse"] = "truncate"
 
     @field_validator("labels", mode="before")
     @classmethod

@@ -72,6 +72,11 @@ class AdmissionConfig(_Strict):
     max_admitted_texts: int = Field(default=512, ge=1)
     # The Retry-After (seconds) of that 503.
     retry_after_s: int = Field(default=2, ge=1)
+    # Headroom for `priority: high`: a normal request is refused once the texts admitted would
+    # go over this share of max_admitted_texts, a low one over low_priority_share; a high one
+    # may use the whole.
+    normal_priority_share: float = Field(default=0.9, gt=0.0, le=1.0)
+    low_priority_share: float = Field(default=0.75, gt=0.0, le=1.0)
 
 
 class PromptingConfig(_Strict):

@@ -25,28 +25,25 @@ from processors.pool import ProcessorPool
 from schemas.config import CapServeConfig
 from server.batching.admission import AdmissionController
 from server.batching.dispatch import BatchedDispatcher, Dispatcher, NaiveDispatcher
+from server.batching.priority import Priority
 from server.caching.factory import build_result_lookup
 from server.caching.lookup import ResultLookup
+from server.execution.answer import CapabilityFailedError, JobResult, TextTooLongError
 from server.execution.capability_set import CapabilitySet, SetChanges, load_servable_registry
 from server.execution.capability_watch import CapabilityWatch
 from server.execution.executor import ProcessorSource
-from server.execution.pipeline import (
-    CapabilityFailedError,
-    ClassificationPipeline,
-    ClassifyJob,
-    JobResult,
-)
+from server.execution.pipeline import ClassificationPipeline, ClassifyJob
 from server.observability.drift import DriftMonitor
 from server.observability.metrics import ServerMetrics
 from server.observability.stats import ServerStats
 from server.registry_loading import load_registry
-from server.validation import check_request
+from server.validation import RequestRejectedError, check_request
 
 log = logging.getLogger(__name__)
 
 
 class RequestTimeoutError(Exception):
-    """A request ran past `limits.request_timeout_s` (HTTP 504)."""
+    """A request's deadline passed before any of its results was finished (HTTP 504)."""
 
 
 WARMUP_TEXT = "capserve warm-up: is this text about anything at all?"
@@ -101,8 +98,11 @@ class Runtime:
             ),
             "naive": NaiveDispatcher(self.pipeline),
         }
+        admission = config.admission
         self.admission = AdmissionController(
-            config.admission.max_admitted_texts, config.admission.retry_after_s
+            admission.max_admitted_texts,
+            admission.retry_after_s,
+            {"normal": admission.normal_priority_share, "low": admission.low_priority_share},
         )
         self.started = False
         self._reload_lock = asyncio.Lock()
@@ -238,35 +238,77 @@ class Runtime:
         mode: str | None = None,
         text_field: str = "texts",
         tenant: str = "anonymous",
+        priority: Priority = "normal",
+        timeout_ms: int | None = None,
     ) -> JobResult:
-        """Classifies texts.
+        """Classifies texts, within `timeout_ms` (default `limits.request_timeout_s`).
+
+        A text that fails gets its error in the result (`JobResult.errors`); when the deadline
+        passes, the result holds what is finished (`partial`, `missing`).
 
         Raises RequestRejectedError or UnknownCapabilityError for a bad request (nothing runs),
-        CapabilityFailedError when a needed capability failed on one of the texts, and
-        RequestTimeoutError after `limits.request_timeout_s`.
+        AdmissionRejectedError when the server is at capacity, CapabilityFailedError or
+        TextTooLongError when every text failed, EngineUnavailableError when an engine it needs
+        is down, and RequestTimeoutError when the deadline passed with nothing finished.
         """
         check_request(texts, capabilities, self.config.limits, text_field)
+        timeout = self._deadline_s(timeout_ms)
         capability_set = self.capability_set  # the request is bound to the set in force now
         capability_set.registry.check_known(capabilities)
         job = ClassifyJob(
-            capability_set, tuple(texts), tuple(capabilities), include_dependencies, tenant=tenant
+            capability_set,
+            tuple(texts),
+            tuple(capabilities),
+            include_dependencies,
+            tenant=tenant,
+            priority=priority,
         )
-        timeout = self.config.limits.request_timeout_s
         ok = False
         try:
-            with self.admission.admit(len(texts)):
-                result = await asyncio.wait_for(self._answer(job, mode), timeout)
+            with self.admission.admit(len(texts), priority):
+                result = await self._within(job, mode, timeout)
             ok = True
             return result
-        except TimeoutError:
-            raise RequestTimeoutError(f"the request did not finish within {timeout:g} s") from None
         except CapabilityFailedError as exc:
             if text_field == "text":  # a single-text request calls its text `text`
                 raise CapabilityFailedError(exc.capability, 0, exc.reason, "text") from None
             raise
+        except TextTooLongError as exc:
+            if text_field == "text":
+                raise TextTooLongError(exc.capability, "text") from None
+            raise
         finally:
+            job.progress.left = True  # whatever ended the request, nothing more is done for it
             latency_ms = (time.monotonic() - job.submitted_at) * 1000
             self.stats.record_request(latency_ms, ok, tenant=tenant, texts=len(texts))
+
+    def _deadline_s(self, timeout_ms: int | None) -> float:
+        limits = self.config.limits
+        if timeout_ms is None:
+            return limits.request_timeout_s
+        if timeout_ms <= 0 or timeout_ms > limits.max_request_timeout_s * 1000:
+            raise RequestRejectedError(
+                "timeout_ms",
+                f"must be between 1 and {limits.max_request_timeout_s * 1000:.0f} "
+                "(limits.max_request_timeout_s)",
+            )
+        return timeout_ms / 1000.0
+
+    async def _within(self, job: ClassifyJob, mode: str | None, timeout: float) -> JobResult:
+        """The whole answer, or at the deadline what is finished of it."""
+        try:
+            return await asyncio.wait_for(self._answer(job, mode), timeout)
+        except TimeoutError:
+            job.progress.left = True
+            partial = self.pipeline.partial_answer(job)
+            if isinstance(partial, Exception):
+                raise partial from None
+            if partial is None:
+                raise RequestTimeoutError(
+                    f"the request did not finish within {timeout:g} s, and none of its results "
+                    "was ready"
+                ) from None
+            return partial
 
     async def _answer(self, job: ClassifyJob, mode: str | None) -> JobResult:
         """From the result cache at once when it holds every result, else through a window."""

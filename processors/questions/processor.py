@@ -29,6 +29,7 @@ from processors.base import (
     WindowContext,
 )
 from processors.engines import Engine
+from processors.overflow import check_cut
 from processors.questions.answers import (
     AnswerTokens,
     StepLogprobs,
@@ -226,6 +227,7 @@ class LLMQuestionProcessor:
         return outputs
 
     async def _one(self, prompt: _Prompt, setup: QuestionSetup) -> Any:
+        check_cut(setup.spec, prompt.truncated)
         limit = self.engine.max_model_len - setup.params.max_tokens
         if len(prompt.ids) > limit:
             raise PromptTooLongError(f"{len(prompt.ids)} prompt tokens; at most {limit}")

@@ -18,14 +18,18 @@ from schemas.api import (
     ClassifyResponse,
     HealthResponse,
     LabelBody,
+    Priority,
     SingleClassifyRequest,
     SingleClassifyResponse,
+    TextErrorBody,
     TextResultBody,
     WindowBody,
 )
 from server.api.auth.permissions import authorize_capabilities
 from server.api.auth.principal import principal_of
-from server.execution.pipeline import JobResult
+from server.api.disconnect import ClientDisconnectedError, unless_disconnected
+from server.api.errors import error_response
+from server.execution.answer import JobResult
 from server.observability.stats import engine_status_section
 from server.runtime import Runtime
 from server.validation import RequestRejectedError
@@ -72,28 +76,55 @@ def _window_body(job: JobResult) -> WindowBody | None:
     return None if job.window is None else WindowBody(**vars(job.window))
 
 
+# The status nginx logs for a client that closed its connection first; nobody reads the body.
+CLIENT_CLOSED = 499
+
+
+def _client_closed() -> JSONResponse:
+    return error_response(CLIENT_CLOSED, "client_closed", "the client closed the connection")
+
+
 async def _classify(
     request: Request,
     texts: list[str],
-    capabilities: list[str],
-    include: bool,
+    body: ClassifyRequest | SingleClassifyRequest,
     mode: str | None,
     text_field: str = "texts",
 ) -> tuple[JobResult, str, float]:
+    """Runs the request through the runtime, cancelling it if the client leaves first
+    (ClientDisconnectedError)."""
     runtime = _runtime(request)
     started = time.perf_counter()
     principal = principal_of(request)
-    authorize_capabilities(principal, runtime.registry, capabilities, include)
-    job = await runtime.classify(
+    authorize_capabilities(
+        principal, runtime.registry, body.capabilities, body.include_dependencies
+    )
+    priority: Priority = body.priority
+    work = runtime.classify(
         texts,
-        capabilities,
-        include,
+        body.capabilities,
+        body.include_dependencies,
         _mode(runtime, mode),
         text_field=text_field,
         tenant=principal.tenant,
+        priority=priority,
+        timeout_ms=body.timeout_ms,
     )
+    job = await unless_disconnected(request, work)
     request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
     return job, request_id, round((time.perf_counter() - started) * 1000, 2)
+
+
+def _text_body(job: JobResult, index: int) -> TextResultBody:
+    error = job.error_of(index)
+    return TextResultBody(
+        index=index,
+        results={n: _result_body(r) for n, r in job.per_text[index].items()},
+        error=None
+        if error is None
+        else TextErrorBody(type=error.type, capability=error.capability, message=error.message),
+        missing=list(job.missing_of(index)),
+    )
 
 
 @router.post("/classify", response_model=ClassifyResponse)
@@ -101,20 +132,23 @@ async def classify(
     body: ClassifyRequest,
     request: Request,
     batching: str | None = Header(default=None, alias=MODE_HEADER),
-) -> ClassifyResponse:
-    job, request_id, latency = await _classify(
-        request, body.texts, body.capabilities, body.include_dependencies, batching
-    )
-    results = [
-        TextResultBody(index=i, results={n: _result_body(r) for n, r in per.items()})
-        for i, per in enumerate(job.per_text)
-    ]
+) -> ClassifyResponse | JSONResponse:
+    """Per-text errors: a text that fails has `error` (and what did finish) in its place; the
+    others keep their results (200, `failed_texts` > 0). The request fails as a whole (500
+    capability_failed, 422 for texts too long) only when every text failed, and with 503
+    engine_unavailable when an engine it needs is down."""
+    try:
+        job, request_id, latency = await _classify(request, body.texts, body, batching)
+    except ClientDisconnectedError:
+        return _client_closed()
     return ClassifyResponse(
         request_id=request_id,
         latency_ms=latency,
-        results=results,
+        results=[_text_body(job, i) for i in range(len(job.per_text))],
         window=_window_body(job),
         cached=job.from_cache,
+        partial=job.partial,
+        failed_texts=job.failed_texts,
     )
 
 
@@ -123,10 +157,12 @@ async def classify_single(
     body: SingleClassifyRequest,
     request: Request,
     batching: str | None = Header(default=None, alias=MODE_HEADER),
-) -> SingleClassifyResponse:
-    job, request_id, latency = await _classify(
-        request, [body.text], body.capabilities, body.include_dependencies, batching, "text"
-    )
+) -> SingleClassifyResponse | JSONResponse:
+    """Its one text failing is the whole request failing."""
+    try:
+        job, request_id, latency = await _classify(request, [body.text], body, batching, "text")
+    except ClientDisconnectedError:
+        return _client_closed()
     results = {n: _result_body(r) for n, r in job.per_text[0].items()}
     return SingleClassifyResponse(
         request_id=request_id,
@@ -134,6 +170,8 @@ async def classify_single(
         results=results,
         window=_window_body(job),
         cached=job.from_cache,
+        partial=job.partial,
+        missing=list(job.missing_of(0)),
     )
 
 

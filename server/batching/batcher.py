@@ -17,6 +17,17 @@ Two policies:
 capability set they are bound to): a submission of another group than the open window's seals
 that window and opens the next one, so every window holds one group.
 
+`rank_of` gives each submission a priority rank (0 first). Every rank has its own open window
+and its own queue of sealed windows, and a free slot always goes to the lowest rank that has
+work: its sealed windows in FIFO order, then (adaptive) its open one. A high-priority
+submission thus goes into the next window that starts, and never waits behind lower-priority
+windows that have not started; within a rank, order stays FIFO. Lower ranks may wait as long as
+higher ones keep coming (bounded admission limits how much that can be).
+
+A caller that leaves (its `submit` is cancelled: a deadline, a client gone) is dropped from its
+window if the window has not started; a running window whose every caller left is cancelled,
+which cancels its engine requests.
+
 A submission is never split across windows. Every submission's future is resolved: with its
 result, or with the error that stopped it. The batcher knows nothing of capabilities, prompts
 or engines.
@@ -61,13 +72,20 @@ class _Pending(Generic[Item, Result]):
 @dataclass
 class _Window(Generic[Item, Result]):
     group: Hashable
+    rank: int
     entries: list[_Pending[Item, Result]] = field(default_factory=list)
     size: int = 0
     timer: asyncio.TimerHandle | None = None
+    # Set when the window starts: the task that runs it.
+    task: asyncio.Task[None] | None = None
 
 
 def _one_group(_item: Any) -> Hashable:
     return None
+
+
+def _one_rank(_item: Any) -> int:
+    return 0
 
 
 class RequestBatcher(Generic[Item, Result]):
@@ -79,6 +97,7 @@ class RequestBatcher(Generic[Item, Result]):
         size_of: Callable[[Item], int] = lambda _item: 1,
         max_running: int | None = None,
         group_of: Callable[[Item], Hashable] = _one_group,
+        rank_of: Callable[[Item], int] = _one_rank,
     ) -> None:
         if window_seconds < 0:
             raise ValueError(f"window_seconds must be >= 0, got {window_seconds!r}")
@@ -92,8 +111,10 @@ class RequestBatcher(Generic[Item, Result]):
         self._size_of = size_of
         self._max_running = max_running
         self._group_of = group_of
-        self._open: _Window[Item, Result] | None = None
-        self._sealed: deque[_Window[Item, Result]] = deque()
+        self._rank_of = rank_of
+        # By priority rank: the window gathering submissions, and sealed windows not started.
+        self._open: dict[int, _Window[Item, Result]] = {}
+        self._sealed: dict[int, deque[_Window[Item, Result]]] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._start_soon: asyncio.Handle | None = None
         self._closed = False
@@ -105,29 +126,39 @@ class RequestBatcher(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         size = self._size_of(item)
         group = self._group_of(item)
-        if self._open is not None and (
-            self._open.size + size > self._max_size or self._open.group != group
-        ):
-            self._seal()  # the new item would overflow this window or mix groups: it opens the next
-        window = self._open
+        rank = self._rank_of(item)
+        window = self._open.get(rank)
+        if window is not None and (window.size + size > self._max_size or window.group != group):
+            self._seal(rank)  # the new item would overflow this window or mix groups
+            window = None
         if window is None:
-            window = self._open = _Window(group)
+            window = self._open[rank] = _Window(group, rank)
             if self._window_seconds > 0:
                 window.timer = loop.call_later(self._window_seconds, self._on_timeout, window)
         pending: _Pending[Item, Result] = _Pending(item, loop.create_future())
         window.entries.append(pending)
         window.size += size
         if window.size >= self._max_size or self._window_seconds == 0:
-            self._seal()
+            self._seal(rank)
         elif self._max_running is not None and self._start_soon is None and self._has_free_slot():
             self._start_soon = loop.call_soon(self._start_soon_due)
-        return await pending.future
+        try:
+            return await pending.future
+        except asyncio.CancelledError:
+            self._caller_left(window)
+            raise
+
+    def _caller_left(self, window: _Window[Item, Result]) -> None:
+        """Cancels a running window once none of its callers waits for it any more."""
+        task = window.task
+        if task is not None and not task.done() and all(p.future.done() for p in window.entries):
+            task.cancel()
 
     def state(self) -> BatcherState:
         return BatcherState(
             windows_running=len(self._running),
-            windows_waiting=len(self._sealed),
-            requests_gathering=0 if self._open is None else len(self._open.entries),
+            windows_waiting=sum(len(queue) for queue in self._sealed.values()),
+            requests_gathering=sum(len(window.entries) for window in self._open.values()),
             windows_dispatched=self.windows_dispatched,
         )
 
@@ -135,40 +166,48 @@ class RequestBatcher(Generic[Item, Result]):
         return self._max_running is None or len(self._running) < self._max_running
 
     def _on_timeout(self, window: _Window[Item, Result]) -> None:
-        if window is self._open:
-            self._seal()
+        if self._open.get(window.rank) is window:
+            self._seal(window.rank)
 
-    def _seal(self) -> None:
-        """The open window takes no more submissions; it starts when a slot is free."""
-        window = self._open
+    def _seal(self, rank: int) -> None:
+        """The open window of `rank` takes no more submissions; it starts when a slot is free."""
+        window = self._open.pop(rank, None)
         if window is None:
             return
-        self._open = None
         if window.timer is not None:
             window.timer.cancel()
-        self._sealed.append(window)
+        self._sealed.setdefault(rank, deque()).append(window)
         self._start_windows()
 
     def _start_soon_due(self) -> None:
         self._start_soon = None
         self._start_windows()
 
-    def _start_windows(self) -> None:
-        """While slots are free: sealed windows in FIFO order, then (adaptive) the open one."""
-        while self._has_free_slot():
-            if self._sealed:
-                window = self._sealed.popleft()
-            elif self._max_running is not None and self._open is not None:
-                window, self._open = self._open, None
+    def _next_window(self) -> _Window[Item, Result] | None:
+        """The lowest rank with work: its oldest sealed window, else (adaptive) its open one."""
+        for rank in sorted(self._sealed.keys() | self._open.keys()):
+            queue = self._sealed.get(rank)
+            if queue:
+                return queue.popleft()
+            if self._max_running is not None and rank in self._open:
+                window = self._open.pop(rank)
                 if window.timer is not None:
                     window.timer.cancel()
-            else:
+                return window
+        return None
+
+    def _start_windows(self) -> None:
+        """While slots are free, starts the next window (see `_next_window`)."""
+        while self._has_free_slot():
+            window = self._next_window()
+            if window is None:
                 return
-            live = [p for p in window.entries if not p.future.done()]  # cancelled callers left
-            if not live:
+            window.entries = [p for p in window.entries if not p.future.done()]  # callers left
+            if not window.entries:
                 continue
             self.windows_dispatched += 1
-            task = asyncio.get_running_loop().create_task(self._run(live))
+            task = asyncio.get_running_loop().create_task(self._run(window.entries))
+            window.task = task
             self._running.add(task)
             task.add_done_callback(self._window_finished)
 
@@ -182,7 +221,7 @@ class RequestBatcher(Generic[Item, Result]):
             if len(results) != len(window):
                 raise RuntimeError(f"window handler gave {len(results)} results for {len(window)}")
         except asyncio.CancelledError:
-            # Only close() cancels a window, once its grace period is over.
+            # close() after its grace period, or every caller left (then nobody is told).
             _fail_all(window, BatcherClosedError(_STOPPED))
             raise
         except Exception as exc:
@@ -204,7 +243,8 @@ class RequestBatcher(Generic[Item, Result]):
         BatcherClosedError, and shutdown does not hang on a stuck engine.
         """
         self._closed = True
-        self._seal()
+        for rank in list(self._open):
+            self._seal(rank)
         loop = asyncio.get_running_loop()
         deadline = None if grace_seconds is None else loop.time() + grace_seconds
         while self._running:
@@ -214,8 +254,10 @@ class RequestBatcher(Generic[Item, Result]):
             await asyncio.wait(
                 set(self._running), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
-        while self._sealed:  # first, so that no cancelled window makes room for one of these
-            _fail_all(self._sealed.popleft().entries, BatcherClosedError(_STOPPED))
+        # First, so that no cancelled window makes room for one of these.
+        for queue in self._sealed.values():
+            while queue:
+                _fail_all(queue.popleft().entries, BatcherClosedError(_STOPPED))
         await finish_or_cancel(self._running, 0)
 
 

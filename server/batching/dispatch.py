@@ -17,7 +17,9 @@ from server.batching.batcher import (
     RequestBatcher,
     finish_or_cancel,
 )
-from server.execution.pipeline import ClassificationPipeline, ClassifyJob, JobResult
+from server.batching.priority import rank
+from server.execution.answer import JobResult
+from server.execution.pipeline import ClassificationPipeline, ClassifyJob
 
 
 class Dispatcher(Protocol):
@@ -53,6 +55,7 @@ class BatchedDispatcher:
             size_of=lambda job: len(job.texts),
             max_running=max_running,
             group_of=lambda job: job.capability_set,  # a window runs on one capability set
+            rank_of=lambda job: rank(job.priority),
         )
 
     async def submit(self, job: ClassifyJob) -> JobResult:

@@ -12,6 +12,10 @@ results.
 Conditions are applied before a step's texts go to its processor: a text whose `when` does not
 hold, or one of whose dependencies was skipped or gave an error result, gets a skipped result
 and never reaches an engine.
+
+Before each step, the texts that no waiting caller still needs (its `Demand` says which are) are
+dropped: they get neither a result nor a failure, and never reach an engine. The outcome is
+filled as steps finish, so a caller whose deadline passes can read what is done so far.
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ class ProcessorSource(Protocol):
     def processor_for(self, spec: CapabilitySpec) -> Processor: ...
 
 
+class Demand(Protocol):
+    def __call__(self, capability: str) -> set[int]:
+        """The unique text indices some waiting caller still needs `capability` for."""
+        ...
+
+
 @dataclass
 class WindowOutcome:
     # capability -> unique text index -> result
@@ -56,6 +66,8 @@ class WindowOutcome:
     # capability -> texts skipped before its processor ran (`when` false, or a dependency
     # skipped or in error): executions the conditions saved.
     skipped: dict[str, int] = field(default_factory=dict)
+    # capability -> unique text indices dropped before it ran: no waiting caller needed them.
+    dropped: dict[str, set[int]] = field(default_factory=dict)
 
     def failed_capabilities(self) -> list[str]:
         return [name for name, failed in self.failures.items() if failed]
@@ -78,10 +90,13 @@ class PlanExecutor:
         self,
         plan: BatchPlan,
         known: Mapping[str, Mapping[int, CapabilityResult]] | None = None,
+        outcome: WindowOutcome | None = None,
+        demand: Demand | None = None,
     ) -> WindowOutcome:
         """Runs every step of `plan`. `known` holds results already at hand (e.g. cached), by
-        capability and unique text index: they serve as dependency results and are not run."""
-        outcome = WindowOutcome()
+        capability and unique text index: they serve as dependency results and are not run.
+        `outcome` (filled as steps finish) is the one returned; `demand`: see the module."""
+        outcome = WindowOutcome() if outcome is None else outcome
         for name, results in (known or {}).items():
             outcome.results.setdefault(name, {}).update(results)
         context = WindowContext()
@@ -99,7 +114,9 @@ class PlanExecutor:
                 for step in ready:
                     del waiting[step.capability]
                 for batch in self._batches(ready):
-                    task = asyncio.create_task(self._run_batch(plan, batch, context, outcome))
+                    task = asyncio.create_task(
+                        self._run_batch(plan, batch, context, outcome, demand)
+                    )
                     running[task] = batch
                 if not running:
                     raise RuntimeError(f"steps {sorted(waiting)} wait on each other")
@@ -127,16 +144,25 @@ class PlanExecutor:
         return list(batches.values())
 
     def _inputs(
-        self, plan: BatchPlan, step: CapabilityStep, outcome: WindowOutcome
+        self,
+        plan: BatchPlan,
+        step: CapabilityStep,
+        outcome: WindowOutcome,
+        demand: Demand | None,
     ) -> tuple[list[int], list[ProcessorInput]]:
-        """The texts of `step` to run, and their inputs. Texts whose dependencies failed are
-        marked failed; texts a condition rules out get a skipped result."""
+        """The texts of `step` to run, and their inputs. Texts nobody waits for are dropped;
+        texts whose dependencies failed are marked failed; texts a condition rules out get a
+        skipped result."""
         spec = self.registry.get(step.capability)
         failures = outcome.failures.setdefault(spec.name, {})
         results = outcome.results.setdefault(spec.name, {})
         ready: list[int] = []
         inputs: list[ProcessorInput] = []
+        wanted = None if demand is None else demand(spec.name)
         for tid in step.text_ids:
+            if wanted is not None and tid not in wanted:
+                outcome.dropped.setdefault(spec.name, set()).add(tid)
+                continue
             failed = [dep for dep in spec.depends_on if tid not in outcome.results.get(dep, {})]
             if failed:
                 failures[tid] = f"dependency '{failed[0]}' failed"
@@ -170,11 +196,16 @@ class PlanExecutor:
         return f"condition not met: {spec.definition.when}"
 
     async def _run_batch(
-        self, plan: BatchPlan, batch: _Batch, context: WindowContext, outcome: WindowOutcome
+        self,
+        plan: BatchPlan,
+        batch: _Batch,
+        context: WindowContext,
+        outcome: WindowOutcome,
+        demand: Demand | None,
     ) -> None:
         work: list[tuple[CapabilityStep, list[int], StepWork]] = []
         for step in batch.steps:
-            ready, inputs = self._inputs(plan, step, outcome)
+            ready, inputs = self._inputs(plan, step, outcome, demand)
             if ready:
                 work.append((step, ready, StepWork(self.registry.get(step.capability), inputs)))
         if not work:

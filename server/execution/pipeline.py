@@ -11,12 +11,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from capabilities.plan import BatchPlan, KnownResults, PlannedRequest, WorkItem
+from capabilities.plan import BatchPlan, KnownResults, WorkItem
 from capabilities.results import CapabilityResult
+from server.batching.priority import Priority
 from server.caching.lookup import Pair
+from server.execution.answer import CapabilityFailedError as CapabilityFailedError
+from server.execution.answer import JobResult, WindowInfo
 from server.execution.capability_set import CapabilitySet
-from server.execution.executor import WindowOutcome
+from server.execution.executor import Demand, WindowOutcome
 from server.execution.observers import WindowObserver, WindowReport
+from server.execution.progress import JobProgress, WindowView
 
 _window_ids = itertools.count(1)
 
@@ -33,27 +37,10 @@ class ClassifyJob:
     tenant: str = "anonymous"
     # Results the cache already gave on arrival, by (capability, text): not looked up again.
     known: KnownResults = field(default_factory=dict, compare=False)
-
-
-@dataclass(frozen=True)
-class WindowInfo:
-    id: int
-    mode: str
-    requests: int
-    texts: int
-    unique_texts: int
-    capability_executions: int
-    naive_equivalent_executions: int
-
-
-@dataclass(frozen=True)
-class JobResult:
-    # One mapping per input text, in input order: capability name -> result.
-    per_text: list[dict[str, CapabilityResult]]
-    # The window that served the request; None when the cache answered it on arrival.
-    window: WindowInfo | None
-    # Every result came from the result cache, and no window ran for the request.
-    from_cache: bool = False
+    # high goes first into the next window; low last.
+    priority: Priority = "normal"
+    # Filled as the request's window runs; read when its deadline passes.
+    progress: JobProgress = field(default_factory=JobProgress, compare=False)
 
 
 @dataclass(frozen=True)
@@ -78,19 +65,6 @@ def window_set(jobs: Sequence[ClassifyJob]) -> CapabilitySet:
     return capability_set
 
 
-class CapabilityFailedError(Exception):
-    """A capability the request needs failed on one of its texts."""
-
-    def __init__(
-        self, capability: str, text_index: int, reason: str, field: str | None = None
-    ) -> None:
-        self.capability = capability
-        self.text_index = text_index
-        self.reason = reason
-        self.field = field or f"texts[{text_index}]"
-        super().__init__(f"capability '{capability}' failed on {self.field}: {reason}")
-
-
 class ClassificationPipeline:
     def __init__(self, observers: Sequence[WindowObserver] = (), dedup: bool = True) -> None:
         self.observers = list(observers)
@@ -110,6 +84,7 @@ class ClassificationPipeline:
         returned = self._returned(job)
         unique = dict.fromkeys(job.texts)
         found = await cache.find((name, text) for text in unique for name in returned)
+        job.progress.cached = found
         if len(found) < len(unique) * len(returned):
             return Arrival(replace(job, known=found))
         per_text = [{name: found[(name, text)] for name in returned} for text in job.texts]
@@ -175,7 +150,23 @@ class ClassificationPipeline:
         items = [WorkItem(j.texts, j.capabilities, j.include_dependencies) for j in jobs]
         known = await self._known_results(capability_set, jobs)
         plan = capability_set.plan(items, known, self.dedup)
-        outcome = await capability_set.executor.run(plan, plan.known)
+        info = WindowInfo(
+            id=next(_window_ids),
+            mode=mode,
+            requests=len(jobs),
+            texts=plan.total_texts,
+            unique_texts=len(plan.texts),
+            capability_executions=plan.capability_executions,
+            naive_equivalent_executions=plan.naive_equivalent_executions,
+        )
+        outcome = WindowOutcome()
+        views = [
+            WindowView(capability_set.registry, plan, outcome, i, info) for i in range(len(jobs))
+        ]
+        for job, view in zip(jobs, views, strict=True):
+            job.progress.window = view
+        demand = _demand_of(plan, jobs)
+        await capability_set.executor.run(plan, plan.known, outcome, demand)
         await self._store_fresh(capability_set, plan, outcome)
         report = WindowReport(
             plan,
@@ -187,50 +178,42 @@ class ClassificationPipeline:
         )
         for observer in self.observers:
             observer.window_finished(report)
-        info = WindowInfo(
-            id=next(_window_ids),
-            mode=mode,
-            requests=len(jobs),
-            texts=plan.total_texts,
-            unique_texts=len(plan.texts),
-            capability_executions=plan.capability_executions,
-            naive_equivalent_executions=plan.naive_equivalent_executions,
-        )
-        return [self._split(capability_set, plan, outcome, i, info) for i in range(len(jobs))]
+        return [_whole(view.answer(partial=False)) for view in views]
 
-    def _split(
-        self,
-        capability_set: CapabilitySet,
-        plan: BatchPlan,
-        outcome: WindowOutcome,
-        index: int,
-        info: WindowInfo,
-    ) -> JobResult | BaseException:
-        planned = plan.requests[index]
-        for position, tid in enumerate(planned.text_ids):
-            needed = self._needed(capability_set, plan, planned, tid)
-            for name in planned.closure:
-                reason = outcome.failures.get(name, {}).get(tid) if name in needed else None
-                if reason is not None:
-                    return CapabilityFailedError(name, position, reason)
+    def partial_answer(self, job: ClassifyJob) -> JobResult | Exception | None:
+        """What the request has so far (its deadline passed): from its window if it started,
+        else from the cache; an exception when it failed as a whole; None when nothing is
+        finished."""
+        progress = job.progress
+        if progress.window is not None:
+            return progress.window.answer(partial=True)
+        returned = self._returned(job)
         per_text = [
-            {name: outcome.results[name][tid] for name in planned.returned}
-            for tid in planned.text_ids
+            {n: progress.cached[(n, text)] for n in returned if (n, text) in progress.cached}
+            for text in job.texts
         ]
-        return JobResult(per_text=per_text, window=info)
+        if not any(per_text):
+            return None
+        missing = tuple(tuple(n for n in returned if n not in got) for got in per_text)
+        return JobResult(per_text, None, from_cache=True, missing=missing, partial=True)
 
-    @staticmethod
-    def _needed(
-        capability_set: CapabilitySet, plan: BatchPlan, planned: PlannedRequest, tid: int
-    ) -> set[str]:
-        """What the request needed for one text: what it returns, and the dependencies of
-        every result among those that was not known."""
-        needed: set[str] = set()
-        stack = list(planned.returned)
-        while stack:
-            name = stack.pop()
-            if name not in needed:
-                needed.add(name)
-                if not plan.is_known(name, tid):
-                    stack.extend(capability_set.registry.get(name).depends_on)
-        return needed
+
+def _whole(answer: JobResult | Exception | None) -> JobResult | BaseException:
+    if answer is None:  # only a partial answer can be empty
+        raise RuntimeError("a finished window gave a request no answer")
+    return answer
+
+
+def _demand_of(plan: BatchPlan, jobs: Sequence[ClassifyJob]) -> Demand:
+    """Which texts still matter for a capability: those of the requests whose callers wait and
+    whose closure holds it."""
+
+    def wanted(capability: str) -> set[int]:
+        return {
+            tid
+            for job, planned in zip(jobs, plan.requests, strict=True)
+            if not job.progress.left and capability in planned.closure
+            for tid in planned.text_ids
+        }
+
+    return wanted

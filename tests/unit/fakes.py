@@ -84,6 +84,7 @@ class FakeProcessor:
     delay: float = 0.0
     fail_on: set[str] = field(default_factory=set)  # capabilities that raise
     fail_texts: set[str] = field(default_factory=set)  # texts that fail on their own
+    fail_reason: str = "RuntimeError"  # the reason those texts fail with
     calls: list[Call] = field(default_factory=list)
     running: int = 0
     max_running: int = 0
@@ -107,7 +108,9 @@ class FakeProcessor:
         if spec.name in self.fail_on:
             raise RuntimeError("engine exploded while reading: SECRET PROMPT TEXT")
         return [
-            ItemFailure("RuntimeError") if i.text in self.fail_texts else fake_result(spec, i.text)
+            ItemFailure(self.fail_reason)
+            if i.text in self.fail_texts
+            else fake_result(spec, i.text)
             for i in inputs
         ]
 

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from capabilities.registry import CapabilityRegistry
+from processors.overflow import TEXT_TOO_LONG
 from schemas.config import BatchingConfig, CapServeConfig, LimitsConfig, ModelConfig
 from server.api.app import create_app
 from server.runtime import Runtime
@@ -126,7 +127,7 @@ def test_error_messages_never_echo_the_text(client: TestClient, texts: list[obje
     assert "hunter2" not in response.text
 
 
-def test_a_failed_capability_is_an_explicit_500_without_the_text(
+def test_a_capability_failing_on_every_text_is_an_explicit_500_without_the_text(
     classic_registry: CapabilityRegistry,
 ):
     pool = FakePool()
@@ -138,6 +139,80 @@ def test_a_failed_capability_is_an_explicit_500_without_the_text(
     assert error["type"] == "capability_failed"
     assert error["message"] == "capability 'sentiment' failed on texts[0]: RuntimeError"
     assert "SECRET" not in response.text
+
+
+def test_a_failing_text_gets_an_error_entry_and_the_others_keep_their_results(
+    classic_registry: CapabilityRegistry,
+):
+    pool = FakePool()
+    with make_client(classic_registry, pool) as c:
+        pool.processor.fail_texts.add("doomed")
+        response = c.post(
+            "/classify",
+            json={"texts": ["fine", "doomed", "also fine"], "capabilities": ["topic", "route"]},
+        )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["failed_texts"] == 1 and body["partial"] is False
+    fine, doomed, also_fine = body["results"]
+    assert set(fine["results"]) == {"topic", "route"} and fine["error"] is None
+    assert fine["missing"] == [] and set(also_fine["results"]) == {"topic", "route"}
+    assert doomed["index"] == 1 and doomed["results"] == {}
+    # The first failure in execution order (route's chain starts at task_type).
+    assert doomed["error"] == {
+        "type": "capability_failed",
+        "capability": "task_type",
+        "message": "capability 'task_type' failed: RuntimeError",
+    }
+    assert doomed["missing"] == ["topic", "route"]
+    assert "doomed" not in response.text
+
+
+def test_a_text_refused_as_too_long_is_a_text_too_long_entry(
+    classic_registry: CapabilityRegistry,
+):
+    pool = FakePool(FakeProcessor(fail_texts={"long"}, fail_reason=TEXT_TOO_LONG))
+    with make_client(classic_registry, pool) as c:
+        mixed = c.post("/classify", json={"texts": ["ok", "long"], "capabilities": ["topic"]})
+        alone = c.post("/classify", json={"texts": ["long"], "capabilities": ["topic"]})
+    assert mixed.status_code == 200
+    error = mixed.json()["results"][1]["error"]
+    assert error["type"] == "text_too_long" and error["capability"] == "topic"
+    assert alone.status_code == 422  # every text refused: never a 500
+    assert error_of(alone)["details"][0]["field"] == "texts[0]"
+    assert "longer than the context" in error_of(alone)["message"]
+
+
+def test_an_engine_down_is_a_503_with_retry_after(classic_registry: CapabilityRegistry):
+    pool = FakePool(FakeProcessor(fail_texts={"b"}, fail_reason="EngineUnavailableError"))
+    with make_client(classic_registry, pool) as c:
+        response = c.post("/classify", json={"texts": ["a", "b"], "capabilities": ["topic"]})
+    assert response.status_code == 503
+    assert error_of(response)["type"] == "engine_unavailable"
+    assert response.headers["Retry-After"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"priority": "urgent"}, "priority"),
+        ({"timeout_ms": 0}, "timeout_ms"),
+        ({"timeout_ms": 10**9}, "timeout_ms"),
+    ],
+)
+def test_bad_priority_or_deadline_is_a_422(client: TestClient, extra: dict[str, Any], field: str):
+    body = {"texts": ["a"], "capabilities": ["topic"], **extra}
+    response = client.post("/classify", json=body)
+    assert response.status_code == 422
+    assert error_of(response)["details"][0]["field"] == field
+
+
+def test_priority_and_deadline_are_accepted_on_both_endpoints(client: TestClient):
+    body = {"capabilities": ["topic"], "priority": "high", "timeout_ms": 60_000}
+    assert client.post("/classify", json={"texts": ["a"], **body}).status_code == 200
+    single = client.post("/classify/single", json={"text": "a", **body})
+    assert single.status_code == 200
+    assert single.json()["partial"] is False and single.json()["missing"] == []
 
 
 def test_a_failed_text_on_the_single_endpoint_is_called_text(classic_registry: CapabilityRegistry):

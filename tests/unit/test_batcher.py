@@ -367,3 +367,71 @@ async def test_items_of_another_group_open_the_next_window():
     results = await asyncio.gather(*(batcher.submit(i) for i in (1, 2, 11, 12, 3)))
     assert list(results) == [10, 20, 110, 120, 30]
     assert handler.windows == [[1, 2], [11, 12], [3]]
+
+
+def prioritized(handler: Gated, k: int, max_size: int = 512) -> RequestBatcher[int, int]:
+    """Items 100 and up are high priority (rank 0), the others normal (rank 1)."""
+    return RequestBatcher(
+        handler,
+        10.0,
+        max_size,
+        max_running=k,
+        rank_of=lambda item: 0 if item >= 100 else 1,
+    )
+
+
+async def test_a_high_submission_starts_before_waiting_normal_windows():
+    handler = Gated()
+    batcher = prioritized(handler, 1, max_size=2)
+    tasks = [asyncio.create_task(batcher.submit(0))]
+    await handler.started(1)
+    for i in (1, 2, 3, 4, 5):  # [1, 2] and [3, 4] sealed at max size, [5] gathering
+        tasks.append(asyncio.create_task(batcher.submit(i)))
+        await settle()
+    for i in (100, 101):
+        tasks.append(asyncio.create_task(batcher.submit(i)))
+        await settle()
+    assert batcher.state().windows_waiting == 3  # [1, 2], [3, 4] and the full [100, 101]
+    for window in range(5):
+        handler.release(window)
+        if window < 4:
+            await handler.started(window + 2)
+    # High first, then the normal windows in FIFO order.
+    assert handler.windows == [[0], [100, 101], [1, 2], [3, 4], [5]]
+    results = await asyncio.wait_for(asyncio.gather(*tasks), HANG_GUARD_S)
+    assert results == [0, 10, 20, 30, 40, 50, 1000, 1010]
+
+
+async def test_a_gathering_high_window_goes_before_sealed_normal_ones():
+    handler = Gated()
+    batcher = prioritized(handler, 1, max_size=2)
+    tasks = [asyncio.create_task(batcher.submit(i)) for i in (0,)]
+    await handler.started(1)
+    for i in (1, 2, 100):
+        tasks.append(asyncio.create_task(batcher.submit(i)))
+        await settle()
+    handler.release(0)
+    await handler.started(2)
+    assert handler.windows[1] == [100]  # not behind the sealed [1, 2]
+    handler.release_all()
+    await asyncio.wait_for(asyncio.gather(*tasks), HANG_GUARD_S)
+    assert handler.windows == [[0], [100], [1, 2]]
+
+
+async def test_a_running_window_whose_callers_all_left_is_cancelled():
+    handler = Gated()
+    batcher = adaptive(handler, 1)
+    callers = [asyncio.create_task(batcher.submit(i)) for i in (1, 2)]
+    await handler.started(1)
+    callers[0].cancel()
+    await settle()
+    assert batcher.state().windows_running == 1  # caller 2 still waits
+    callers[1].cancel()
+    await settle()
+    # Nobody waits: the window was cancelled inside the handler.
+    assert batcher.state().windows_running == 0 and handler.in_flight == 0
+    # The slot is free again.
+    task = asyncio.create_task(batcher.submit(7))
+    await handler.started(2)
+    handler.release_all()
+    assert await asyncio.wait_for(task, HANG_GUARD_S) == 70

@@ -144,21 +144,34 @@ async def test_stats_count_windows_latency_and_per_capability_work(
     assert stats["latency_ms"]["p50"] is not None and stats["queue_wait_ms"]["p99"] is not None
 
 
-async def test_a_failing_text_fails_only_the_requests_that_hold_it(
+async def test_a_failing_text_gets_its_own_error_and_the_others_keep_their_results(
     classic_registry: CapabilityRegistry,
 ):
     pool = FakePool(FakeProcessor(fail_texts={"bad"}))
     runtime = runtime_for(classic_registry, pool)
-    failing, fine = await asyncio.gather(
+    mixed, fine, failing = await asyncio.gather(
         runtime.classify(["ok one", "bad"], ["route"]),
         runtime.classify(["ok one", "ok two"], ["route"]),
+        runtime.classify(["bad"], ["route"]),
         return_exceptions=True,
     )
-    assert isinstance(failing, CapabilityFailedError)
-    assert str(failing) == "capability 'task_type' failed on texts[1]: RuntimeError"
-    assert failing.text_index == 1
+    assert not isinstance(mixed, BaseException)
+    assert mixed.failed_texts == 1 and not mixed.partial
+    assert set(mixed.per_text[0]) == {"route"} and mixed.error_of(0) is None
+    assert mixed.per_text[1] == {} and mixed.missing_of(1) == ("route",)
+    error = mixed.error_of(1)
+    assert error is not None
+    assert (error.type, error.capability, error.reason) == (
+        "capability_failed",
+        "task_type",
+        "RuntimeError",
+    )
+    assert error.message == "capability 'task_type' failed: RuntimeError"
     assert not isinstance(fine, BaseException)
-    assert [set(t) for t in fine.per_text] == [{"route"}, {"route"}]
+    assert [set(t) for t in fine.per_text] == [{"route"}, {"route"}] and fine.failed_texts == 0
+    # Every text failed: the request fails as a whole.
+    assert isinstance(failing, CapabilityFailedError)
+    assert str(failing) == "capability 'task_type' failed on texts[0]: RuntimeError"
     # The dependent never ran on the failed text, and ran once on the others.
     (complexity,) = pool.executions("complexity")
     assert sorted(complexity.texts) == ["ok one", "ok two"]
