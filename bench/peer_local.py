@@ -26,7 +26,7 @@ def skipped_result(
     """The skipped result the server gives a text with these dependency results (its `when`
     does not hold, or a dependency was skipped or in error), or None when the capability runs."""
     # The executor's own rule, so both systems skip the same texts for the same reasons.
-    reason = PlanExecutor._skip_reason(spec, deps)
+    reason = PlanExecutor.skip_reason(spec, deps)
     return None if reason is None else CapabilityResult.skip(spec.name, spec.version, reason)
 
 

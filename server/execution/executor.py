@@ -168,7 +168,7 @@ class PlanExecutor:
                 failures[tid] = f"dependency '{failed[0]}' failed"
                 continue
             deps = {dep: outcome.results[dep][tid] for dep in spec.depends_on}
-            reason = self._skip_reason(spec, deps)
+            reason = self.skip_reason(spec, deps)
             if reason is not None:
                 results[tid] = CapabilityResult.skip(spec.name, spec.version, reason)
                 outcome.skipped[spec.name] = outcome.skipped.get(spec.name, 0) + 1
@@ -178,7 +178,7 @@ class PlanExecutor:
         return ready, inputs
 
     @staticmethod
-    def _skip_reason(spec: CapabilitySpec, deps: Mapping[str, CapabilityResult]) -> str | None:
+    def skip_reason(spec: CapabilitySpec, deps: Mapping[str, CapabilityResult]) -> str | None:
         """Why the capability does not run on a text with these dependency results, or None."""
         for name, result in deps.items():
             if result.skipped is not None:
