@@ -21,12 +21,10 @@ def _setup_logging(level: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from capabilities.loader import CapabilityConfigError
     from processors.model_store import ModelNotReadyError
-    from server.api.app import create_app
     from server.runtime import Runtime
+    from server.serving import serve
 
     config = load_config(args.config)
     if args.host:
@@ -39,11 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (CapabilityConfigError, ModelNotReadyError) as exc:
         print(f"capserve: {exc}", file=sys.stderr)
         return 2
-    app = create_app(runtime)
-    uvicorn.run(
-        app, host=config.server.host, port=config.server.port, log_level=config.server.log_level
-    )
-    return 0
+    return serve(runtime)  # 0 after a drained shutdown, 1 when the start-up failed
 
 
 def _prepare_models(args: argparse.Namespace) -> int:
