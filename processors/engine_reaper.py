@@ -15,6 +15,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from typing import IO
 
@@ -139,8 +140,25 @@ def reap(reported: Iterable[tuple[int, float]]) -> int:
     for process in targets.values():
         with contextlib.suppress(psutil.Error):
             process.kill()
-    psutil.wait_procs(list(targets.values()), timeout=10)
+    _wait_dead(targets.values(), timeout_s=10.0)
     return len(targets)
+
+
+def _wait_dead(processes: Iterable[psutil.Process], timeout_s: float) -> None:
+    """Waits until every process is gone (or a zombie its parent has yet to collect)."""
+    deadline = time.monotonic() + timeout_s
+    left = list(processes)
+    while left and time.monotonic() < deadline:
+        left = [p for p in left if _alive(p)]
+        if left:
+            time.sleep(0.05)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
 def main() -> int:
