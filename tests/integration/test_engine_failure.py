@@ -83,6 +83,7 @@ class Outcome:
     status: int
     error_type: str | None = None
     retry_after: str | None = None
+    message: str | None = None
     finished_at: float = field(default_factory=time.monotonic)
 
 
@@ -96,7 +97,11 @@ def _classify(url: str, texts: list[str], capabilities: tuple[str, ...]) -> Outc
         return Outcome(capabilities, -1, type(exc).__name__)
     error = response.json().get("error", {}) if response.status_code != 200 else {}
     return Outcome(
-        capabilities, response.status_code, error.get("type"), response.headers.get("Retry-After")
+        capabilities,
+        response.status_code,
+        error.get("type"),
+        response.headers.get("Retry-After"),
+        error.get("message"),
     )
 
 
@@ -165,10 +170,11 @@ def test_a_killed_engine_core_is_restarted_and_no_request_gets_a_500(
     cores = _engine_cores(crash_server)
     assert len(cores) == 2, [p.name() for p in crash_server.descendants()]
     llm_core = cores[LLM_ENGINE_INDEX]
+    llm_processes = [llm_core, *llm_core.children(recursive=True)]  # the core and its worker
 
     load = Load(url, [LLM_AND_MINILM, MINILM_ONLY])
     try:
-        _wait_for(lambda: load.ok_since(0, LLM_AND_MINILM) >= 2, 180, "requests before the kill")
+        _wait_for(lambda: load.ok_since(0, LLM_AND_MINILM) >= 2, 600, "requests before the kill")
         llm_core.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
 
@@ -179,10 +185,10 @@ def test_a_killed_engine_core_is_restarted_and_no_request_gets_a_500(
         assert down["engines"]["minilm"]["state"] == "ready"
         assert _status(url, "/health/live") == 200
 
-        _wait_for(lambda: _status(url, "/health/ready") == 200, 400, "the engine restart")
+        _wait_for(lambda: _status(url, "/health/ready") == 200, 1200, "the engine restart")
         recovered_at = time.monotonic()
         _wait_for(
-            lambda: load.ok_since(recovered_at, LLM_AND_MINILM) >= 2, 240, "service after restart"
+            lambda: load.ok_since(recovered_at, LLM_AND_MINILM) >= 2, 600, "service after restart"
         )
     finally:
         outcomes = load.stop()
@@ -192,7 +198,7 @@ def test_a_killed_engine_core_is_restarted_and_no_request_gets_a_500(
     assert ready["engines"]["smollm2"]["restarts"] == 1
     assert ready["engines"]["smollm2"]["last_error"] == "EngineDeadError"
     assert ready["engines"]["minilm"]["restarts"] == 0
-    assert not _alive(llm_core)
+    assert not _survivors(llm_processes, 60), "the dead engine left processes behind"
     assert len(_engine_cores(crash_server)) == 2  # the new core, and minilm's
 
     unexpected = [
@@ -201,7 +207,7 @@ def test_a_killed_engine_core_is_restarted_and_no_request_gets_a_500(
         if o.status != 200
         and not (o.status == 503 and o.error_type == "engine_unavailable" and o.retry_after)
     ]
-    assert not unexpected, [(o.capabilities, o.status, o.error_type) for o in unexpected[:10]]
+    assert not unexpected, [(o.status, o.error_type, o.message) for o in unexpected[:5]]
     refused = [o for o in outcomes if o.status == 503 and o.finished_at > killed_at]
     assert all(o.retry_after == "7" for o in refused)
     # Requests that need only MiniLM never noticed the LLM's crash.
