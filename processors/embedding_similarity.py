@@ -22,6 +22,7 @@ import numpy as np
 from capabilities.outputs import single_label_result
 from capabilities.spec import CapabilitySpec
 from processors.base import ItemFailure, ItemOutcome, PerVersion, ProcessorInput, WindowContext
+from processors.engine_status import EngineUnavailableError
 from processors.engines import Engine
 from processors.overflow import overflowing, refuse
 from schemas.capability import CapabilityDefinition, LabelDefinition
@@ -213,7 +214,10 @@ class EmbeddingSimilarityProcessor:
         """Embeddings of the texts a capability brings (descriptions, examples), stacked; any
         failure fails the capability, whose labels would be incomplete. `what` names them."""
         vectors = await self.embed_texts(texts)
-        if any(isinstance(v, ItemFailure) for v in vectors):
+        failures = {v.reason for v in vectors if isinstance(v, ItemFailure)}
+        if EngineUnavailableError.__name__ in failures:  # down or restarting: a 503, not a 500
+            raise EngineUnavailableError(self.engine.name)
+        if failures:
             raise RuntimeError(f"embeddings of {what} failed on the engine")
         return np.stack([v for v in vectors if isinstance(v, np.ndarray)])
 

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from processors.engine_status import EngineUnavailableError
 from schemas.config import EngineEnvConfig, ModelConfig
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,13 @@ def _floats(data: Any) -> list[float]:
 
 
 class Engine:
-    """One AsyncLLM. Processors talk to it through `generate`, `embed`, `classify` and the
-    tokenizer calls."""
+    """One model's engine as the processors hold it. Processors talk to it through `generate`,
+    `embed`, `classify` and the tokenizer calls.
+
+    The supervisor can swap the AsyncLLM underneath (`replace`) after a crash: the processors
+    and their per-version state stay. While the engine is out of service (`take_out`), every call
+    raises EngineUnavailableError at once; a call that a dying engine fails raises it too.
+    """
 
     def __init__(
         self,
@@ -100,6 +106,8 @@ class Engine:
         self.work = EngineWork()
         self._llm = llm
         self._tokenizer = tokenizer
+        # Why the engine is out of service ("restarting", "stopped"...), or None while serving.
+        self._out_of_service: str | None = None
         # A fast tokenizer keeps options such as split_special_tokens on the shared Rust object:
         # every use goes through this one thread, with every option set explicitly.
         self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix=f"tokenizer-{name}")
@@ -109,6 +117,30 @@ class Engine:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tokenizer_thread, work, self._tokenizer)
 
+    @property
+    def llm(self) -> Any:
+        """The AsyncLLM in service (or the dead one, until the supervisor replaces it)."""
+        return self._llm
+
+    @property
+    def serving(self) -> bool:
+        return self._out_of_service is None
+
+    def take_out(self, state: str) -> None:
+        """Out of service from now on: every call raises EngineUnavailableError(state)."""
+        self._out_of_service = state
+
+    def replace(self, llm: Any, tokenizer: Any) -> Any:
+        """Puts a fresh AsyncLLM (of the same model) in service; returns the one it replaced."""
+        old, self._llm, self._tokenizer = self._llm, llm, tokenizer
+        self._out_of_service = None
+        return old
+
+    def _serving_llm(self) -> Any:
+        if self._out_of_service is not None:
+            raise EngineUnavailableError(self.name, self._out_of_service)
+        return self._llm
+
     def _next_id(self) -> str:
         return f"{self.name}-{next(_request_ids)}"
 
@@ -117,15 +149,17 @@ class Engine:
         self.work.prompt_tokens += len(output.prompt_token_ids or ())
         self.work.cached_prompt_tokens += output.num_cached_tokens or 0
 
-    async def _final(self, stream: AsyncIterator[Any]) -> Any:
-        """Drains an engine output stream, counts the work, and returns the last output."""
+    async def _final(self, llm: Any, stream: AsyncIterator[Any]) -> Any:
+        """Drains `llm`'s output stream, counts the work, and returns the last output."""
         final = None
         self.work.in_flight += 1
         try:
             async for output in stream:
                 final = output
-        except Exception:
+        except Exception as exc:
             self.work.errors += 1
+            if _died(llm, exc) or self._out_of_service is not None:
+                raise EngineUnavailableError(self.name, self._out_of_service or "dead") from exc
             raise
         finally:
             self.work.in_flight -= 1
@@ -138,14 +172,16 @@ class Engine:
     async def generate(self, prompt_token_ids: Sequence[int], params: Any) -> Any:
         """Runs one prompt to completion and returns the final RequestOutput."""
         prompt = {"prompt_token_ids": list(prompt_token_ids)}
-        return await self._final(self._llm.generate(prompt, params, self._next_id()))
+        llm = self._serving_llm()
+        return await self._final(llm, llm.generate(prompt, params, self._next_id()))
 
     async def embed(self, prompt_token_ids: Sequence[int]) -> list[float]:
         from vllm import PoolingParams
 
         prompt = {"prompt_token_ids": list(prompt_token_ids)}
         params = PoolingParams(task="embed")
-        final = await self._final(self._llm.encode(prompt, params, self._next_id()))
+        llm = self._serving_llm()
+        final = await self._final(llm, llm.encode(prompt, params, self._next_id()))
         return _floats(final.outputs.data)
 
     async def classify(self, prompt_token_ids: Sequence[int]) -> list[float]:
@@ -156,7 +192,8 @@ class Engine:
 
         prompt = {"prompt_token_ids": list(prompt_token_ids)}
         params = PoolingParams(task="classify", use_activation=False)
-        final = await self._final(self._llm.encode(prompt, params, self._next_id()))
+        llm = self._serving_llm()
+        final = await self._final(llm, llm.encode(prompt, params, self._next_id()))
         return _floats(final.outputs.data)
 
     async def tokenize(
@@ -182,11 +219,24 @@ class Engine:
         return await self.with_tokenizer(run)
 
     async def check_health(self) -> None:
+        """Raises (vLLM's EngineDeadError) when the AsyncLLM in service has died."""
         await self._llm.check_health()
 
     def shutdown(self) -> None:
+        self._out_of_service = "stopped"
         self._llm.shutdown()
         self._tokenizer_thread.shutdown(wait=False)
+
+
+def _died(llm: Any, exc: BaseException) -> bool:
+    """Whether `exc`, raised by a call on `llm`, means that the engine died (vLLM raises its
+    EngineDeadError in every call in flight when the engine core process dies)."""
+    if type(exc).__name__ == "EngineDeadError":
+        return True
+    try:
+        return bool(llm.errored)
+    except Exception:  # an AsyncLLM half torn down: dead
+        return True
 
 
 class EngineFactory:
@@ -195,13 +245,18 @@ class EngineFactory:
     def __init__(self) -> None:
         self.constructions = 0
 
-    def create(self, name: str, model: ModelConfig, path: str) -> Engine:
+    def launch(self, name: str, model: ModelConfig, path: str) -> Any:
+        """Starts one AsyncLLM (blocking: call it off the event loop)."""
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = engine_args(model, path)
         log.info("starting engine '%s' (%s runner) from %s", name, model.runner, path)
         llm = AsyncLLM.from_engine_args(args)
         self.constructions += 1
+        return llm
+
+    def create(self, name: str, model: ModelConfig, path: str) -> Engine:
+        llm = self.launch(name, model, path)
         max_len = int(llm.model_config.max_model_len)
         block_size = int(llm.vllm_config.cache_config.block_size or 16)
         return Engine(name, model.runner, llm, llm.get_tokenizer(), max_len, block_size)

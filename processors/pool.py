@@ -3,9 +3,8 @@ and hands out the processor that runs a capability."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from capabilities.spec import CapabilitySpec
@@ -21,8 +20,9 @@ from processors.model_store import resolve_model_path
 from processors.questions.processor import LLMQuestionProcessor
 from processors.regex import RegexProcessor
 from processors.rule import RuleProcessor
+from processors.supervisor import EngineSpec, EngineSupervisor
 from processors.taxonomy import TaxonomyProcessor
-from schemas.config import ModelConfig, PromptingConfig
+from schemas.config import ModelConfig, PromptingConfig, SupervisorConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,18 @@ class ProcessorPool:
         models_dir: Path,
         factory: EngineFactory | None = None,
         prompting: PromptingConfig | None = None,
+        supervision: SupervisorConfig | None = None,
+        on_engines_started: Callable[[], None] | None = None,
     ) -> None:
+        """`on_engines_started` is called after every engine start and restart (e.g. to feed
+        the engine processes to the reaper)."""
         self._models = dict(models)
         self._prompting = prompting or PromptingConfig()
         self._models_dir = models_dir
         self.factory = factory or EngineFactory()
-        self.engines: dict[str, Engine] = {}
+        self._supervision = supervision or SupervisorConfig()
+        self._on_engines_started = on_engines_started
+        self.supervisor: EngineSupervisor | None = None
         self._processors: dict[tuple[str, str], Processor] = {}
         # Kinds that use no model: one processor each.
         self._modelless: dict[str, Processor] = {
@@ -59,42 +65,43 @@ class ProcessorPool:
             for name, model in self._models.items()
         }
 
+    @property
+    def engines(self) -> dict[str, Engine]:
+        return {} if self.supervisor is None else self.supervisor.engines
+
     async def start(self) -> None:
-        """Starts every engine once. Engine start-up blocks, so it runs in a worker thread."""
+        """Starts every engine once, off the event loop, under the supervisor, which restarts
+        an engine that dies."""
         paths = self.check_models()
+        specs = {name: EngineSpec(name, model, paths[name]) for name, model in self._models.items()}
+        self.supervisor = EngineSupervisor(
+            specs, self.factory, self._supervision, self._on_engines_started
+        )
         try:
-            for name, model in self._models.items():
-                self.engines[name] = await asyncio.to_thread(
-                    self.factory.create, name, model, paths[name]
-                )
+            await self.supervisor.start()
         except BaseException:
             self.stop()  # the engines that did start are not left running
             raise
         log.info("processor pool ready: %d engine(s)", len(self.engines))
 
     def stop(self) -> None:
-        for name, engine in self.engines.items():
-            log.info("stopping engine '%s'", name)
-            engine.shutdown()
-        self.engines.clear()
+        """Stops the supervisor and every engine (blocking; callable from any thread)."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
         self._processors.clear()
 
     async def health(self) -> dict[str, str]:
-        status = {}
-        for name, engine in self.engines.items():
-            try:
-                await engine.check_health()
-                status[name] = "ok"
-            except Exception as exc:
-                status[name] = f"unhealthy: {type(exc).__name__}"
-        return status
+        """Each engine's state ("ok" when ready and serving)."""
+        return {
+            name: "ok" if status.up else status.state
+            for name, status in self.engine_states().items()
+        }
 
     def engine_states(self) -> dict[str, EngineStatus]:
-        """Every configured model's engine: started and serving, or not (yet)."""
-        return {
-            name: EngineStatus(name, "ready" if name in self.engines else "starting")
-            for name in self._models
-        }
+        """Every configured model's engine: its state and restart count."""
+        if self.supervisor is None:
+            return {name: EngineStatus(name, "starting") for name in self._models}
+        return self.supervisor.states()
 
     def work(self) -> dict[str, EngineWork]:
         return {name: engine.work for name, engine in self.engines.items()}

@@ -139,9 +139,43 @@ class CapabilitiesResponse(BaseModel):
     capabilities: list[CapabilityBody]
 
 
-class HealthResponse(BaseModel):
+class LivenessResponse(BaseModel):
+    status: Literal["alive"] = "alive"
+
+
+class EngineStateBody(BaseModel):
+    # starting | ready | restarting | failed (a restart attempt failed; retrying) | stopped
+    state: str
+    restarts: int
+    # The exception type that took the engine out of service last, if any.
+    last_error: str | None = None
+
+
+class ReadinessResponse(BaseModel):
+    # ok (ready) | starting (engines or warm-up under way) | unavailable (an engine is not up) |
+    # stopping (shutting down)
     status: str
-    engines: dict[str, str]
+    engines: dict[str, EngineStateBody]
+
+
+class EngineProbeBody(BaseModel):
+    capability: str | None
+    ok: bool
+    error: str | None = None
+    latency_ms: float | None = None
+
+
+class CacheProbeBody(BaseModel):
+    enabled: bool
+    # up | down | off (no Redis L2 configured)
+    l2: str
+    ok: bool
+
+
+class DeepHealthResponse(BaseModel):
+    status: Literal["ok", "failed"]
+    engines: dict[str, EngineProbeBody]
+    cache: CacheProbeBody
 
 
 class ErrorDetail(BaseModel):

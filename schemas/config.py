@@ -207,6 +207,8 @@ class SupervisorConfig(_Strict):
     max_restart_backoff_s: float = Field(default=60.0, gt=0)
     # The Retry-After (seconds) of a 503 engine_unavailable: about an engine's restart time.
     retry_after_s: int = Field(default=30, ge=1)
+    # /health/deep: each engine's tiny classification must answer within this.
+    deep_check_timeout_s: float = Field(default=20.0, gt=0)
 
 
 class DriftConfig(_Strict):

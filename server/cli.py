@@ -22,15 +22,13 @@ def _setup_logging(level: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from capabilities.loader import CapabilityConfigError
     from processors.model_store import ModelNotReadyError
-    from server.api.app import create_app
     from server.api.auth.authenticator import check_auth_config
     from server.api.auth.keys import AuthConfigError
     from server.observability.logging import configure_logging
     from server.runtime import Runtime
+    from server.serving import serve
 
     config = load_config(args.config)
     if args.host:
@@ -44,16 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (AuthConfigError, CapabilityConfigError, ModelNotReadyError) as exc:
         print(f"capserve: {exc}", file=sys.stderr)
         return 2
-    app = create_app(runtime)
-    uvicorn.run(
-        app,
-        host=config.server.host,
-        port=config.server.port,
-        log_level=config.server.log_level,
-        log_config=None,  # our logging (configure_logging), uvicorn's lines included
-        access_log=False,  # replaced by server/api/access_log.py
-    )
-    return 0
+    return serve(runtime)  # 0 after a drained shutdown, 1 when the start-up failed
 
 
 def _hash_key(_args: argparse.Namespace) -> int:

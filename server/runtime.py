@@ -15,10 +15,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from capabilities.plan import WorkItem
 from capabilities.registry import CapabilityRegistry
+from processors.engine_reaper import EngineReaper
 from processors.engine_status import EngineStatus
 from processors.engines import EngineWork, apply_engine_env
 from processors.pool import ProcessorPool
@@ -31,6 +32,12 @@ from server.caching.lookup import ResultLookup
 from server.execution.answer import CapabilityFailedError, JobResult, TextTooLongError
 from server.execution.capability_set import CapabilitySet, SetChanges, load_servable_registry
 from server.execution.capability_watch import CapabilityWatch
+from server.execution.deep_check import (
+    DeepCheck,
+    EngineProbe,
+    cache_probe,
+    probe_capabilities,
+)
 from server.execution.executor import ProcessorSource
 from server.execution.pipeline import ClassificationPipeline, ClassifyJob
 from server.observability.drift import DriftMonitor
@@ -47,6 +54,9 @@ class RequestTimeoutError(Exception):
 
 
 WARMUP_TEXT = "capserve warm-up: is this text about anything at all?"
+
+# starting: engines and warm-up under way; serving; stopping: draining, then engines stopping.
+Phase = Literal["starting", "serving", "stopping"]
 
 
 @dataclass(frozen=True)
@@ -75,9 +85,17 @@ class Pool(ProcessorSource, Protocol):
 
 
 class Runtime:
-    def __init__(self, config: CapServeConfig, registry: CapabilityRegistry, pool: Pool) -> None:
+    def __init__(
+        self,
+        config: CapServeConfig,
+        registry: CapabilityRegistry,
+        pool: Pool,
+        reaper: EngineReaper | None = None,
+    ) -> None:
         self.config = config
         self.pool = pool
+        # Kills the engine processes if this process dies without stopping them (SIGKILL).
+        self.reaper = reaper
         cache = build_result_lookup(config.cache, registry)
         # The cache counters are the same whatever set keys the results: the stats keep the first.
         self.drift = DriftMonitor.from_config(config.observability.drift)
@@ -105,6 +123,9 @@ class Runtime:
             {"normal": admission.normal_priority_share, "low": admission.low_priority_share},
         )
         self.started = False
+        self.phase: Phase = "starting"
+        self._draining: asyncio.Task[None] | None = None
+        self._deep_check_lock = asyncio.Lock()
         self._reload_lock = asyncio.Lock()
         self._warm_ups: set[asyncio.Task[None]] = set()
         self._watch: CapabilityWatch | None = None
@@ -123,17 +144,34 @@ class Runtime:
     def build(cls, config: CapServeConfig, pool: Pool | None = None) -> Runtime:
         """Loads and checks the capabilities; with no pool given, one with real vLLM engines."""
         registry = load_registry(config)
+        reaper = None
         if pool is None:
             assert config.models_dir is not None
             apply_engine_env(config.engine_env)
+            reaper = EngineReaper()
             engine_pool = ProcessorPool(
-                config.models, config.models_dir, prompting=config.prompting
+                config.models,
+                config.models_dir,
+                prompting=config.prompting,
+                supervision=config.supervisor,
+                on_engines_started=reaper.report_soon,
             )
             engine_pool.check_models()  # a missing model is reported before anything starts
             pool = engine_pool
-        return cls(config, registry, pool)
+        return cls(config, registry, pool, reaper)
+
+    @property
+    def ready(self) -> bool:
+        """Serving, with every engine up (false during start-up, restarts and shutdown)."""
+        return self.phase == "serving" and all(
+            status.up for status in self.pool.engine_states().values()
+        )
 
     async def start(self) -> None:
+        """Starts the engines (under their supervisor), warms every capability up, and starts
+        serving. A failure raises; `stop` then stops what did start."""
+        if self.reaper is not None:
+            self.reaper.start()
         await self.pool.start()
         if self.config.server.warmup:
             await self._warm_up()
@@ -141,6 +179,8 @@ class Runtime:
             self._watch = CapabilityWatch(self.config.capabilities_dir, self.reload)
             await self._watch.start()
         self.started = True
+        if self.phase == "starting":
+            self.phase = "serving"
         log.info(
             "ready: %d capabilities, batching mode %s, window %.0f ms",
             len(self.registry.names()),
@@ -213,17 +253,69 @@ class Runtime:
         else:
             log.info("warm-up after reload done: %d capabilities ran once", len(names))
 
+    async def deep_check(self) -> DeepCheck:
+        """Runs one capability per engine on a fixed text, outside the stats and the cache (one
+        deep check at a time), each bounded by `supervisor.deep_check_timeout_s`."""
+        async with self._deep_check_lock:
+            capability_set = self.capability_set
+            probes = probe_capabilities(capability_set.registry, self.pool.engine_states())
+            results = await asyncio.gather(
+                *(self._probe(capability_set, e, name) for e, name in probes.items())
+            )
+        cache = self.cache
+        return DeepCheck(
+            {probe.engine: probe for probe in results},
+            cache_probe(None if cache is None else cache.snapshot()),
+        )
+
+    async def _probe(
+        self, capability_set: CapabilitySet, engine: str, capability: str | None
+    ) -> EngineProbe:
+        status = self.pool.engine_states()[engine]
+        if not status.up:
+            return EngineProbe(engine, capability, False, f"engine {status.state}")
+        if capability is None:  # nothing uses the engine: up is all there is to check
+            return EngineProbe(engine, None, True)
+        started = time.perf_counter()
+        timeout = self.config.supervisor.deep_check_timeout_s
+        try:
+            failed = await asyncio.wait_for(self._run_once(capability_set, [capability]), timeout)
+        except TimeoutError:
+            failed = [f"no answer within {timeout:g} s"]
+        except Exception as exc:
+            failed = [type(exc).__name__]
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        return EngineProbe(engine, capability, not failed, "; ".join(failed) or None, latency_ms)
+
+    async def drain(self) -> None:
+        """Stops taking requests and lets the windows in flight finish within
+        `server.shutdown_grace_s` (or `limits.request_timeout_s` if shorter); the requests
+        still waiting or running then get 503 shutting_down. Idempotent: a second call waits
+        for the first."""
+        if self._draining is None:
+            self.phase = "stopping"
+            self._draining = asyncio.create_task(self._close_dispatchers())
+        await asyncio.shield(self._draining)
+
+    async def _close_dispatchers(self) -> None:
+        # No request waits past its timeout anyway: a shorter one bounds the grace too.
+        grace = min(self.config.server.shutdown_grace_s, self.config.limits.request_timeout_s)
+        log.info("draining: the windows in flight get up to %g s", grace)
+        await asyncio.gather(*(d.close(grace) for d in self.dispatchers.values()))
+
     async def stop(self) -> None:
+        """Drains (bounded by the grace), then stops the engines, the reaper and the cache."""
         self.started = False
+        self.phase = "stopping"
         if self._watch is not None:
             await self._watch.stop()
         for task in self._warm_ups:
             task.cancel()
         await asyncio.gather(*self._warm_ups, return_exceptions=True)
-        grace = self.config.limits.request_timeout_s  # no accepted request waits longer anyway
-        for dispatcher in self.dispatchers.values():
-            await dispatcher.close(grace)
+        await self.drain()
         await asyncio.to_thread(self.pool.stop)  # engine shutdown blocks
+        if self.reaper is not None:
+            await asyncio.to_thread(self.reaper.stop)
         if self.cache is not None:
             await self.cache.close()
 

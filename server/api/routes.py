@@ -16,7 +16,6 @@ from schemas.api import (
     CapabilityResultBody,
     ClassifyRequest,
     ClassifyResponse,
-    HealthResponse,
     LabelBody,
     Priority,
     SingleClassifyRequest,
@@ -192,15 +191,6 @@ async def capabilities(request: Request) -> CapabilitiesResponse:
             for spec in specs
         ]
     )
-
-
-@router.get("/health", response_model=HealthResponse)
-async def health(request: Request) -> JSONResponse:
-    runtime = _runtime(request)
-    engines = await runtime.pool.health()
-    ok = runtime.started and all(state == "ok" for state in engines.values())
-    body = HealthResponse(status="ok" if ok else "unavailable", engines=engines)
-    return JSONResponse(status_code=200 if ok else 503, content=body.model_dump())
 
 
 @router.get("/stats")

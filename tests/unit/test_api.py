@@ -254,7 +254,8 @@ def test_capabilities_health_and_stats(client: TestClient):
     caps = client.get("/capabilities").json()["capabilities"]
     route = next(c for c in caps if c["name"] == "route")
     assert route["depends_on"] == ["task_type", "complexity"] and route["kind"] == "rule"
-    assert client.get("/health").json() == {"status": "ok", "engines": {"fake": "ok"}}
+    fake = {"state": "ready", "restarts": 0, "last_error": None}
+    assert client.get("/health").json() == {"status": "ok", "engines": {"fake": fake}}
     client.post("/classify", json={"texts": ["a", "a"], "capabilities": ["sentiment"]})
     stats = client.get("/stats").json()
     assert stats["requests"] == 1 and stats["texts"] == 2 and stats["unique_texts"] == 1

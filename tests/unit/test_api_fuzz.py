@@ -46,6 +46,20 @@ open_schema = schemathesis.openapi.from_asgi("/openapi.json", fuzz_app(config())
 secured_schema = schemathesis.openapi.from_asgi(
     "/openapi.json", fuzz_app(secured_config()), headers={"X-API-Key": ADMIN_KEY}
 )
+
+
+# schemathesis ends an app's lifespan after each test (one per operation), and a runtime that
+# stopped does not start again: each test gets an app of its own.
+@pytest.fixture
+def open_app() -> Any:
+    return fuzz_app(config())
+
+
+@pytest.fixture
+def secured_app() -> Any:
+    return fuzz_app(secured_config())
+
+
 FUZZ = settings(
     max_examples=60,
     deadline=None,
@@ -62,17 +76,17 @@ def no_server_error(response: Any, case: Any) -> None:
 
 @open_schema.parametrize()
 @FUZZ
-def test_no_input_gives_a_500_with_auth_off(case: Any) -> None:
-    response = case.call()
+def test_no_input_gives_a_500_with_auth_off(case: Any, open_app: Any) -> None:
+    response = case.call(app=open_app)
     no_server_error(response, case)
 
 
 @secured_schema.parametrize()
 @FUZZ
-def test_no_input_gives_a_500_with_auth_on(case: Any) -> None:
-    response = case.call(headers={"X-API-Key": ADMIN_KEY})
+def test_no_input_gives_a_500_with_auth_on(case: Any, secured_app: Any) -> None:
+    response = case.call(app=secured_app, headers={"X-API-Key": ADMIN_KEY})
     no_server_error(response, case)
-    unauthenticated = case.call()
+    unauthenticated = case.call(app=secured_app)
     no_server_error(unauthenticated, case)
     if not case.formatted_path.startswith("/health"):
         # Refused (401, or earlier: 404/405/413/400), never served.

@@ -1,0 +1,195 @@
+"""The engine supervisor: starts the engines, checks their health, and restarts a dead one.
+
+Processors hold `Engine` objects; the supervisor swaps the AsyncLLM inside one (`Engine.replace`)
+after a crash, so the processors, and their per-version state (label embeddings, trained heads),
+stay valid. While an engine is down, calls on it raise EngineUnavailableError at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, TypeVar
+
+from processors.engine_status import EngineState, EngineStatus
+from processors.engines import Engine
+from schemas.config import ModelConfig, SupervisorConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Closing a dead AsyncLLM may hang on its sockets or raise: it gets this long, then is left.
+CLOSE_TIMEOUT_S = 30.0
+
+
+class EngineLauncher(Protocol):
+    """Builds engines (processors.engines.EngineFactory); both calls block."""
+
+    def create(self, name: str, model: ModelConfig, path: str) -> Engine: ...
+
+    def launch(self, name: str, model: ModelConfig, path: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What the supervisor needs to (re)start one engine."""
+
+    name: str
+    model: ModelConfig
+    path: str
+
+
+class EngineSupervisor:
+    """Owns the engines for the life of the process: starts them, watches them every
+    `health_interval_s`, and restarts a dead one with exponential backoff (state `restarting`;
+    `failed` after a restart attempt failed, until the next one succeeds).
+
+    `on_started` is called (on the event loop) after every engine start and restart: the
+    server feeds the new engine processes to its reaper there.
+    """
+
+    def __init__(
+        self,
+        specs: Mapping[str, EngineSpec],
+        launcher: EngineLauncher,
+        config: SupervisorConfig | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
+        self._specs = dict(specs)
+        self._launcher = launcher
+        self._config = config or SupervisorConfig()
+        self._on_started = on_started
+        self.engines: dict[str, Engine] = {}
+        self._status = {name: EngineStatus(name, "starting") for name in self._specs}
+        self._watch: asyncio.Task[None] | None = None
+        self._restarts: dict[str, asyncio.Task[None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Set by stop(), from any thread: no engine starts or restarts after it.
+        self._stopping = threading.Event()
+
+    def states(self) -> dict[str, EngineStatus]:
+        return dict(self._status)
+
+    def _set(self, name: str, state: EngineState, **changes: Any) -> None:
+        self._status[name] = replace(self._status[name], state=state, **changes)
+
+    async def start(self) -> None:
+        """Starts every engine, one after the other, off the event loop; then watches them.
+        A failed start raises (the engines that did start are left to `stop`)."""
+        self._loop = asyncio.get_running_loop()
+        for name, spec in self._specs.items():
+            if self._stopping.is_set():
+                return
+            try:
+                engine: Engine = await _off_loop(self._launcher.create, spec)
+            except BaseException as exc:
+                self._set(name, "failed", last_error=type(exc).__name__)
+                raise
+            self.engines[name] = engine
+            self._set(name, "ready")
+            self._started()
+        self._watch = asyncio.create_task(self._watch_health(), name="engine-supervisor")
+
+    def _started(self) -> None:
+        if self._on_started is not None:
+            try:
+                self._on_started()
+            except Exception as exc:  # the reaper's feed never stops an engine
+                log.warning("engine supervisor: on_started failed: %s", type(exc).__name__)
+
+    async def _watch_health(self) -> None:
+        interval = self._config.health_interval_s
+        while not self._stopping.is_set():
+            await asyncio.sleep(interval)
+            for name, engine in list(self.engines.items()):
+                if self._status[name].state != "ready" or name in self._restarts:
+                    continue
+                try:
+                    await asyncio.wait_for(engine.check_health(), max(interval, 1.0) * 5)
+                except Exception as exc:
+                    self.take_down(name, exc)
+
+    def take_down(self, name: str, exc: BaseException) -> None:
+        """Takes the engine out of service at once and restarts it in the background."""
+        if self._stopping.is_set() or name in self._restarts:
+            return
+        reason = type(exc).__name__
+        log.error("engine '%s' is down (%s): restarting it", name, reason)
+        self.engines[name].take_out("restarting")
+        self._set(name, "restarting", last_error=reason)
+        task = asyncio.create_task(self._restart(name), name=f"engine-restart-{name}")
+        self._restarts[name] = task
+        task.add_done_callback(lambda _t: self._restarts.pop(name, None))
+
+    async def _restart(self, name: str) -> None:
+        """Closes the dead AsyncLLM (bounded: it may hang or raise), starts a new one, with
+        backoff until one starts, and puts it in service under the same Engine."""
+        engine = self.engines[name]
+        await _close(name, engine.llm)
+        launched = await self._relaunch(name)
+        if launched is None:
+            return
+        engine.replace(*launched)
+        restarts = self._status[name].restarts + 1
+        self._set(name, "ready", restarts=restarts)
+        log.info("engine '%s' restarted (restart %d)", name, restarts)
+        self._started()
+
+    async def _relaunch(self, name: str) -> tuple[Any, Any] | None:
+        """A new AsyncLLM for `name` and its tokenizer, after `restart_backoff_s`, doubled
+        after each failed attempt up to `max_restart_backoff_s`; None if stopped first."""
+        spec = self._specs[name]
+        backoff = self._config.restart_backoff_s
+        while True:
+            await asyncio.sleep(backoff)
+            if self._stopping.is_set():
+                return None
+            try:
+                llm = await _off_loop(self._launcher.launch, spec)
+                tokenizer = llm.get_tokenizer()
+            except Exception as exc:
+                backoff = min(backoff * 2, self._config.max_restart_backoff_s)
+                reason = type(exc).__name__
+                log.error(
+                    "engine '%s': restart failed (%s); next try in %g s", name, reason, backoff
+                )
+                self._set(name, "failed", last_error=reason)
+                continue
+            if self._stopping.is_set():  # stopped while it started: it never serves
+                await _close(name, llm)
+                return None
+            return llm, tokenizer
+
+    def stop(self) -> None:
+        """Stops watching and restarting, and shuts every engine down. Blocking; callable
+        from any thread."""
+        self._stopping.set()
+        loop = self._loop
+        tasks = [t for t in (self._watch, *self._restarts.values()) if t is not None]
+        if loop is not None and tasks and not loop.is_closed():
+            for task in tasks:
+                loop.call_soon_threadsafe(task.cancel)
+        for name, engine in self.engines.items():
+            log.info("stopping engine '%s'", name)
+            try:
+                engine.shutdown()
+            except Exception as exc:  # a dead engine's shutdown may raise: stop the others
+                log.warning("engine '%s': shutdown failed (%s)", name, type(exc).__name__)
+            self._set(name, "stopped")
+        self.engines.clear()
+
+
+async def _off_loop(launch: Callable[[str, ModelConfig, str], T], spec: EngineSpec) -> T:
+    """Runs a (blocking) engine launch in a worker thread."""
+    return await asyncio.to_thread(launch, spec.name, spec.model, spec.path)
+
+
+async def _close(name: str, llm: Any) -> None:
+    """Shuts an AsyncLLM down off the event loop, bounded in time; failures are logged."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(llm.shutdown), CLOSE_TIMEOUT_S)
+    except Exception as exc:
+        log.warning("engine '%s': closing the old engine failed (%s)", name, type(exc).__name__)
