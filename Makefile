@@ -46,8 +46,12 @@ test-services:
 integration: setup test-services
 	$(BIN)/python -m pytest tests/integration
 
+# The run's temporary files (servers' logs and configs, read by the log scan) stay in this
+# checkout: pytest keeps only the 3 newest runs under /tmp, and other runs must not remove these.
+TEST_TMP = $(CURDIR)/.pytest-tmp
+
 test: setup lint test-services
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --basetemp=$(TEST_TMP)
 
 # capserve against a pipeline of calls to `vllm serve` (three workloads), then each lever off in
 # turn (naive mode included): about 25 minutes on a 2-core CPU. Results in benchmarks/.
@@ -58,4 +62,4 @@ bench: setup
 	$(BIN)/capserve bench --ablation --config $(CONFIG) --output benchmarks/ablation.json
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .pytest-tmp .mypy_cache .ruff_cache

@@ -2,10 +2,13 @@
 server is gone, however it died (SIGKILL included).
 
 The server starts the watchdog (`python -m processors.engine_reaper`) in a session of its own,
-with a pipe on its stdin, and writes `<pid> <create_time>` lines to the pipe for each process it
-started (its descendants, the vLLM engine cores among them). When the pipe closes, i.e. when the
-server exited or was killed, the watchdog kills each of those processes that is still the one
-it was told about (same create time: no PID reuse), with their own children, and exits.
+with a pipe on its stdin, and writes `<pid> <create_time>` lines to the pipe for each engine
+process it started: its direct children that are vLLM engine cores (process name `VLLM::...`),
+with their descendants. Nothing else: a process that runs engines in-process beside other
+children (a test session running a server, a Redis) must never have those killed. When the
+pipe closes, i.e. when the server exited or was killed, the watchdog kills each of those
+processes that is still the one it was told about (same create time: no PID reuse), with their
+own children, and exits.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import IO
 
 import psutil  # type: ignore[import-untyped]
@@ -25,6 +28,14 @@ log = logging.getLogger(__name__)
 
 # How often the server side looks for new descendants to report (a restart adds some).
 SCAN_INTERVAL_S = 1.0
+
+
+def is_vllm_engine(process: psutil.Process) -> bool:
+    """A vLLM engine core (or worker): vLLM names its processes `VLLM::EngineCore`, ..."""
+    try:
+        return bool(process.name().startswith("VLLM::"))
+    except psutil.Error:
+        return False
 
 
 def _identity(process: psutil.Process) -> tuple[int, float] | None:
@@ -42,8 +53,13 @@ class EngineReaper:
     """The server side: starts the watchdog and reports this process's descendants to it, from
     a thread of its own, every SCAN_INTERVAL_S and soon after `report_soon()`."""
 
-    def __init__(self, interval_s: float = SCAN_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        interval_s: float = SCAN_INTERVAL_S,
+        is_engine: Callable[[psutil.Process], bool] = is_vllm_engine,
+    ) -> None:
         self._interval_s = interval_s
+        self._is_engine = is_engine
         self._reported: set[tuple[int, float]] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -77,15 +93,19 @@ class EngineReaper:
         self._wake.set()
 
     def report_now(self) -> None:
-        """Reports the descendants not reported yet (blocking, a few ms; safe from any thread)."""
+        """Reports the engine processes not reported yet: the direct children that are engines,
+        and their descendants (blocking, a few ms; safe from any thread)."""
         process, reaper = self._process, self.pid
         if process is None or process.stdin is None:
             return
         try:
-            children = psutil.Process().children(recursive=True)
+            engines = [
+                c for c in psutil.Process().children() if c.pid != reaper and self._is_engine(c)
+            ]
+            processes = [p for e in engines for p in (e, *e.children(recursive=True))]
         except psutil.Error:
             return
-        found = {i for c in children if c.pid != reaper and (i := _identity(c)) is not None}
+        found = {i for c in processes if (i := _identity(c)) is not None}
         with self._lock:
             new = found - self._reported
             if not new:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -85,13 +85,15 @@ def test_protected_metrics_need_credentials(
 @pytest.mark.parametrize(
     "headers",
     [
-        {"Authorization": f"Bearer {USER_KEY}"},
-        {"X-API-Key": USER_KEY},
-        {"Authorization": f"Bearer {hs256_token({'sub': 'svc'})}"},
+        lambda: {"Authorization": f"Bearer {USER_KEY}"},
+        lambda: {"X-API-Key": USER_KEY},
+        # Minted when the test runs: a token made at collection may expire before it runs.
+        lambda: {"Authorization": f"Bearer {hs256_token({'sub': 'svc'})}"},
     ],
+    ids=["bearer-key", "x-api-key", "bearer-jwt"],
 )
-def test_valid_credentials_classify(secured: TestClient, headers: dict[str, str]):
-    response = secured.post("/classify", json=CLASSIFY, headers=headers)
+def test_valid_credentials_classify(secured: TestClient, headers: Callable[[], dict[str, str]]):
+    response = secured.post("/classify", json=CLASSIFY, headers=headers())
     assert response.status_code == 200, response.text
     assert "sentiment" in response.json()["results"][0]["results"]
 

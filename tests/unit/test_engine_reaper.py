@@ -46,10 +46,11 @@ def test_reap_kills_reported_processes_and_spares_a_reused_pid() -> None:
             process.wait()
 
 
-def test_the_watchdog_kills_the_reported_descendants_when_the_pipe_closes() -> None:
-    reaper = EngineReaper(interval_s=0.05)
-    reaper.start()
+def test_the_watchdog_kills_the_reported_engines_when_the_pipe_closes() -> None:
     engine = subprocess.Popen(SLEEPER)  # stands in for an engine core process
+    bystander = subprocess.Popen(SLEEPER)  # another child: a server under test, a Redis
+    reaper = EngineReaper(interval_s=0.05, is_engine=lambda p: p.pid == engine.pid)
+    reaper.start()
     try:
         reaper.report_soon()
         assert reaper.pid is not None
@@ -58,6 +59,8 @@ def test_the_watchdog_kills_the_reported_descendants_when_the_pipe_closes() -> N
         reaper.stop()  # what a dying server does: its end of the pipe closes
         assert _gone(engine)
         assert not psutil.pid_exists(reaper.pid)  # the watchdog exited too
+        assert bystander.poll() is None  # only engines are reaped
     finally:
-        engine.kill()
-        engine.wait()
+        for child in (engine, bystander):
+            child.kill()
+            child.wait()
