@@ -37,6 +37,8 @@ def read_reloaded_config(current: CapServeConfig, path: Path | None) -> Reloaded
         fresh = load_config(path)
     except ConfigError as exc:
         raise CapabilityConfigError([str(exc)]) from None
+    # `capserve serve --host/--port` override the file: not a change of the file.
+    fresh.server.host, fresh.server.port = current.server.host, current.server.port
     differing = tuple(
         name
         for name in CapServeConfig.model_fields
