@@ -114,12 +114,23 @@ class EngineSupervisor:
         while not self._stopping.is_set():
             await asyncio.sleep(interval)
             for name, engine in list(self.engines.items()):
-                if self._status[name].state != "ready" or name in self._restarts:
+                if not self._watching(name, engine):
                     continue
                 try:
                     await asyncio.wait_for(engine.check_health(), max(interval, 1.0) * 5)
                 except Exception as exc:
-                    self.take_down(name, exc)
+                    if self._watching(name, engine):  # not replaced by a reload meanwhile
+                        self.take_down(name, exc)
+
+    def _watching(self, name: str, engine: Engine) -> bool:
+        """Whether `engine` is still `name`'s engine in service, ready and not restarting."""
+        status = self._status.get(name)
+        return (
+            self.engines.get(name) is engine
+            and status is not None
+            and status.state == "ready"
+            and name not in self._restarts
+        )
 
     def take_down(self, name: str, exc: BaseException) -> None:
         """Takes the engine out of service at once and restarts it in the background."""

@@ -334,3 +334,22 @@ async def test_sections_a_reload_does_not_apply_are_reported(tmp_path: Path):
     report = await runtime.reload(dry_run=True)
     assert report.restart_required == ("batching",)
     assert not report.models.any
+
+
+async def test_the_health_watch_leaves_alone_an_engine_a_reload_replaced():
+    factory = StandInFactory()
+    configs = {"minilm": ModelConfig(**MINILM)}  # type: ignore[arg-type]
+    fast = SupervisorConfig(health_interval_s=0.02, restart_backoff_s=0.05)
+    pool = RecordingPool(configs, Path("/models"), factory, supervision=fast)
+    await pool.start()
+    started = await pool.start_models({"minilm": ModelConfig(**{**MINILM, "max_num_seqs": 4})})  # type: ignore[arg-type]
+    retired = pool.install(started)
+    factory.llms["minilm"][0].die()  # the retired engine dies before it is closed
+    await asyncio.sleep(0.2)
+    assert pool.engine_states()["minilm"].state == "ready"
+    assert pool.engine_states()["minilm"].restarts == 0
+    assert pool.engines["minilm"].serving
+    await pool.close_retired(retired)
+    factory.llms["minilm"][1].die()  # the engine in service is still watched and restarted
+    await _until(lambda: pool.engine_states()["minilm"].restarts == 1)
+    pool.stop()
