@@ -258,28 +258,31 @@ class Runtime:
                 models,
                 reloaded.restart_required,
             )
-            if dry_run or pool is None:
-                if pool is not None:
+            if dry_run:
+                if pool is not None:  # the models must be found; nothing starts
                     await start_engines(pool, config.models, self.started, dry_run=True)
-                if not dry_run:
-                    self.capability_set = current.successor(registry)
-                    self.config.models = dict(config.models)
+                return report
+            if pool is None:  # processors without engines (tests): nothing to start
+                self.capability_set = current.successor(registry)
             else:
                 started = await start_engines(pool, config.models, self.started)
                 retired = pool.install(started)  # no await from here to the swap
                 self.capability_set = current.successor(registry, pool.bound())
-                self.config.models = dict(config.models)
                 self._retire_when_idle(current, retired)
-            if not dry_run:
-                log.info(
-                    "capability set %d in force: %d capabilities, %d added, %d removed, %d changed",
-                    self.capability_set.generation,
-                    len(new_versions),
-                    len(changes.added),
-                    len(changes.removed),
-                    len(changes.changed),
-                )
-                self._warm_up_in_background(self.capability_set, changes.to_warm_up)
+            self.config.models = dict(config.models)
+            log.info(
+                "capability set %d in force: %d capabilities, %d added, %d removed, %d changed; "
+                "models: %d added, %d replaced, %d removed",
+                self.capability_set.generation,
+                len(new_versions),
+                len(changes.added),
+                len(changes.removed),
+                len(changes.changed),
+                len(models.added),
+                len(models.replaced),
+                len(models.removed),
+            )
+            self._warm_up_in_background(self.capability_set, changes.to_warm_up)
             return report
 
     def _retire_when_idle(self, superseded: CapabilitySet, engines: Sequence[EngineKey]) -> None:
