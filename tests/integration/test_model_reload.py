@@ -36,19 +36,34 @@ LOAD_REQUESTS = (["topic"], ["sentiment"])
 
 
 class Load:
-    """Two threads posting /classify in a loop on shipped capabilities; every status kept."""
+    """Two threads posting /classify in a loop (shipped capabilities, and from `use` on the
+    ones given); every status kept."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.statuses: list[int] = []
+        self.requests: tuple[list[str], ...] = LOAD_REQUESTS
+        self.done = [0, 0]  # requests each worker finished
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self.work, args=(i,)) for i in range(2)]
+
+    def use(self, *requests: list[str]) -> None:
+        """From each worker's next request on, asks these; returns once every worker has
+        finished a request asked after the call."""
+        self.requests = (*LOAD_REQUESTS, *requests)
+        marks = list(self.done)
+        _wait_for(
+            lambda: all(now >= then + 2 for now, then in zip(self.done, marks, strict=True)),
+            120,
+            "the load's switch",
+        )
 
     def work(self, worker: int) -> None:
         with httpx.Client(base_url=self.url, timeout=300) as client:
             turn = worker
             while not self.stop.is_set():
-                caps = LOAD_REQUESTS[turn % len(LOAD_REQUESTS)]
+                requests = self.requests
+                caps = requests[turn % len(requests)]
                 text = f"my parcel arrived late ({uuid.uuid4().hex})"
                 try:
                     status = client.post(
@@ -57,6 +72,7 @@ class Load:
                 except httpx.HTTPError:
                     status = 0
                 self.statuses.append(status)
+                self.done[worker] += 1
                 turn += 1
                 time.sleep(0.2)
 
@@ -175,7 +191,9 @@ def test_a_reload_adds_replaces_and_removes_a_model_under_load(setup: Setup) -> 
         metrics = setup.client.get("/metrics").text
         assert f'capserve_engine_up{{engine="{MODEL}"}} 1.0' in metrics
 
-        # (b) Change its config: a new engine replaces the old one.
+        # (b) Change its config, with requests on it in flight: a new engine replaces the old
+        # one, and the requests that were on the old one finish there.
+        load.use([CAPABILITY], [CAPABILITY, "sentiment"])
         cores_before = setup.engine_cores()
         setup.set_model({**setup.model, "max_num_seqs": 32})
         body = setup.reload()
@@ -190,6 +208,7 @@ def test_a_reload_adds_replaces_and_removes_a_model_under_load(setup: Setup) -> 
         assert len(replacement) == 1 and all(_alive(p) for p in replacement)
 
         # (c) Remove it: its engine is stopped.
+        load.use()  # no request asks for the capability any more
         setup.set_capability(False)
         setup.set_model(None)
         body = setup.reload()
