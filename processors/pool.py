@@ -1,10 +1,16 @@
-"""ProcessorPool: owns the engines (one per configured model, for the life of the process)
-and hands out the processor that runs a capability."""
+"""ProcessorPool: owns the engines (one per configured model) and hands out the processor that
+runs a capability.
+
+A reload can add, replace or remove models (`start_models`, `install`, `close_retired`): each
+engine is one generation of its model, and a capability set runs on the generations in
+service when it was built (`bound`), so a window in flight finishes on the engines it began on.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from capabilities.spec import CapabilitySpec
@@ -17,6 +23,7 @@ from processors.engines import Engine, EngineFactory, EngineWork
 from processors.formula import FormulaProcessor
 from processors.json_output import JsonOutputProcessor
 from processors.model_store import resolve_model_path
+from processors.model_swap import BoundProcessors, EngineKey, ModelChanges, StartedEngines
 from processors.questions.processor import LLMQuestionProcessor
 from processors.regex import RegexProcessor
 from processors.rule import RuleProcessor
@@ -46,7 +53,13 @@ class ProcessorPool:
         self._supervision = supervision or SupervisorConfig()
         self._on_engines_started = on_engines_started
         self.supervisor: EngineSupervisor | None = None
-        self._processors: dict[tuple[str, str], Processor] = {}
+        # Processors by (family, model, engine generation).
+        self._processors: dict[tuple[str, str, int], Processor] = {}
+        self._generation_numbers = itertools.count(1)
+        # The generation of each model's engine in service.
+        self._generations = {name: 0 for name in self._models}
+        # Engines a reload took out of service, until close_retired closes them.
+        self._retired: dict[EngineKey, Engine] = {}
         # Kinds that use no model: one processor each.
         self._modelless: dict[str, Processor] = {
             "rule": RuleProcessor(),
@@ -58,12 +71,88 @@ class ProcessorPool:
     def engine_constructions(self) -> int:
         return self.factory.constructions
 
-    def check_models(self) -> dict[str, str]:
-        """Resolves every model's path; raises ModelNotReadyError before any engine starts."""
+    @property
+    def models(self) -> dict[str, ModelConfig]:
+        """The models in service."""
+        return dict(self._models)
+
+    def check_models(self, models: Mapping[str, ModelConfig] | None = None) -> dict[str, str]:
+        """Resolves the path of every model (default: those in service); raises
+        ModelNotReadyError before any engine starts."""
         return {
             name: resolve_model_path(name, model.source, self._models_dir)
-            for name, model in self._models.items()
+            for name, model in (self._models if models is None else models).items()
         }
+
+    def bound(self) -> BoundProcessors:
+        """The processors on the engines in service now, whatever a later reload swaps in."""
+        return BoundProcessors(self, self._generations)
+
+    async def start_models(self, models: Mapping[str, ModelConfig]) -> StartedEngines:
+        """Starts an engine, beside those in service, for each model of `models` that is new or
+        configured otherwise than in service, off the event loop and one after the other;
+        nothing is in service until `install`. A failed start raises, and the engines it
+        started are stopped."""
+        changes = ModelChanges.between(self._models, models)
+        paths = self.check_models({name: models[name] for name in changes.to_start})
+        started: dict[str, tuple[EngineSpec, Engine]] = {}
+        if changes.to_start and self.supervisor is None:
+            raise RuntimeError("the engines are not started yet")
+        try:
+            for name in changes.to_start:
+                assert self.supervisor is not None
+                spec = EngineSpec(name, models[name], paths[name])
+                started[name] = (spec, await self.supervisor.launch_spare(spec))
+        except BaseException:
+            await self.discard(StartedEngines(dict(models), changes, started))
+            raise
+        return StartedEngines(dict(models), changes, started)
+
+    async def discard(self, started: StartedEngines) -> None:
+        """Stops the engines of `start_models` that were not installed."""
+        assert self.supervisor is not None or not started.engines
+        for _spec, engine in started.engines.values():
+            assert self.supervisor is not None
+            await self.supervisor.close_retired(engine)
+
+    def install(self, started: StartedEngines) -> list[EngineKey]:
+        """Puts the started engines in service, in one step (no await), and takes the removed
+        models' engines out; returns the engines now retired, for `close_retired` once the
+        capability sets bound to them are done."""
+        retired: list[EngineKey] = []
+        supervisor = self.supervisor
+        for name, (spec, engine) in started.engines.items():
+            assert supervisor is not None
+            old = supervisor.install(spec, engine)
+            if old is not None:
+                retired.append(self._retire(name, old))
+            self._generations[name] = next(self._generation_numbers)
+        for name in started.changes.removed:
+            old = None if supervisor is None else supervisor.withdraw(name)
+            if old is not None:
+                retired.append(self._retire(name, old))
+            self._generations.pop(name, None)
+        self._models = dict(started.models)
+        return retired
+
+    def _retire(self, name: str, engine: Engine) -> EngineKey:
+        key = (name, self._generations[name])
+        self._retired[key] = engine
+        return key
+
+    async def close_retired(self, keys: Iterable[EngineKey]) -> None:
+        """Closes retired engines (off the event loop) and forgets their processors."""
+        for key in keys:
+            engine = self._retired.pop(key, None)
+            for processor_key in [k for k in self._processors if k[1:] == key]:
+                del self._processors[processor_key]
+            if engine is not None and self.supervisor is not None:
+                await self.supervisor.close_retired(engine)
+
+    @property
+    def retired(self) -> list[EngineKey]:
+        """Engines out of service and not closed yet."""
+        return sorted(self._retired)
 
     @property
     def engines(self) -> dict[str, Engine]:
@@ -107,28 +196,41 @@ class ProcessorPool:
         return {name: engine.work for name, engine in self.engines.items()}
 
     def processor_for(self, spec: CapabilitySpec) -> Processor:
+        """The processor of `spec` on the engines in service now."""
+        return self.processor_on(spec, self._generations)
+
+    def processor_on(self, spec: CapabilitySpec, generations: Mapping[str, int]) -> Processor:
+        """The processor of `spec` on the engine generations `generations`."""
         if spec.kind in self._modelless:
             return self._modelless[spec.kind]
-        if spec.model is None or spec.model not in self.engines:
+        engine = None
+        if spec.model is not None and spec.model in generations:
+            engine = self._engine(spec.model, generations[spec.model])
+        if spec.model is None or engine is None:
             raise LookupError(f"capability '{spec.name}': model '{spec.model}' has no engine")
+        generation = generations[spec.model]
         if spec.is_question:
             # One question processor per engine answers every LLM question kind on it, so
             # that all the questions about a text can share its prefill.
-            return self._processor("llm_question", spec.model)
+            return self._processor("llm_question", engine, generation)
         if spec.kind == "embedding_similarity" and any(lb.children for lb in spec.labels):
-            return self._processor("taxonomy", spec.model)
-        return self._processor(spec.kind, spec.model)
+            return self._processor("taxonomy", engine, generation)
+        return self._processor(spec.kind, engine, generation)
 
-    def _processor(self, family: str, model: str) -> Processor:
-        key = (family, model)
+    def _engine(self, model: str, generation: int) -> Engine | None:
+        if self._generations.get(model) == generation:
+            return self.engines.get(model)
+        return self._retired.get((model, generation))
+
+    def _processor(self, family: str, engine: Engine, generation: int) -> Processor:
+        key = (family, engine.name, generation)
         processor = self._processors.get(key)
         if processor is None:
-            processor = self._build(family, model)
+            processor = self._build(family, engine, generation)
             self._processors[key] = processor
         return processor
 
-    def _build(self, family: str, model: str) -> Processor:
-        engine = self.engines[model]
+    def _build(self, family: str, engine: Engine, generation: int) -> Processor:
         if family == "llm_question":
             return LLMQuestionProcessor(engine, self._prompting.max_tokens_in_flight)
         if family == "llm_json":
@@ -138,7 +240,7 @@ class ProcessorPool:
         if family == "embedding_similarity":
             return EmbeddingSimilarityProcessor(engine)
         # These read the text embeddings the window's embedding_similarity capabilities share.
-        similarity = self._processor("embedding_similarity", model)
+        similarity = self._processor("embedding_similarity", engine, generation)
         assert isinstance(similarity, EmbeddingSimilarityProcessor)
         if family == "taxonomy":
             return TaxonomyProcessor(similarity)

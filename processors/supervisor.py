@@ -3,6 +3,11 @@
 Processors hold `Engine` objects; the supervisor swaps the AsyncLLM inside one (`Engine.replace`)
 after a crash, so the processors, and their per-version state (label embeddings, trained heads),
 stay valid. While an engine is down, calls on it raise EngineUnavailableError at once.
+
+A reload that adds or changes a model starts a new engine beside the others (`launch_spare`),
+puts it in service in one step (`install`, which hands back the engine it replaces), and the
+caller closes the old one once nothing uses it any more (`close_retired`). `withdraw` takes
+out a model that is gone. Retired engines not yet closed are shut down by `stop` too.
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ class EngineSupervisor:
         self._watch: asyncio.Task[None] | None = None
         self._restarts: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Out of service after a reload replaced or removed them, not closed yet.
+        self._retired: list[Engine] = []
+        # Started by launch_spare and not installed or closed yet.
+        self._spares: list[Engine] = []
         # Set by stop(), from any thread: no engine starts or restarts after it.
         self._stopping = threading.Event()
 
@@ -105,12 +114,23 @@ class EngineSupervisor:
         while not self._stopping.is_set():
             await asyncio.sleep(interval)
             for name, engine in list(self.engines.items()):
-                if self._status[name].state != "ready" or name in self._restarts:
+                if not self._watching(name, engine):
                     continue
                 try:
                     await asyncio.wait_for(engine.check_health(), max(interval, 1.0) * 5)
                 except Exception as exc:
-                    self.take_down(name, exc)
+                    if self._watching(name, engine):  # not replaced by a reload meanwhile
+                        self.take_down(name, exc)
+
+    def _watching(self, name: str, engine: Engine) -> bool:
+        """Whether `engine` is still `name`'s engine in service, ready and not restarting."""
+        status = self._status.get(name)
+        return (
+            self.engines.get(name) is engine
+            and status is not None
+            and status.state == "ready"
+            and name not in self._restarts
+        )
 
     def take_down(self, name: str, exc: BaseException) -> None:
         """Takes the engine out of service at once and restarts it in the background."""
@@ -163,9 +183,74 @@ class EngineSupervisor:
                 return None
             return llm, tokenizer
 
+    async def launch_spare(self, spec: EngineSpec) -> Engine:
+        """Starts an engine for `spec` off the event loop, beside those in service and out of
+        the supervision until `install`. An engine whose start outlives a cancelled caller is
+        shut down when it is up; `stop` shuts down spares too."""
+        if self._stopping.is_set():
+            raise RuntimeError("the engine supervisor is stopping")
+        launch = asyncio.ensure_future(_off_loop(self._launcher.create, spec))
+        try:
+            engine = await asyncio.shield(launch)
+        except asyncio.CancelledError:
+            launch.add_done_callback(_shut_down_when_up)
+            raise
+        self._spares.append(engine)
+        self._started()
+        if self._stopping.is_set():  # stopped while it started: it never serves
+            await self.close_retired(engine)
+            raise RuntimeError("the engine supervisor is stopping")
+        return engine
+
+    def install(self, spec: EngineSpec, engine: Engine) -> Engine | None:
+        """Puts a spare engine in service for `spec.name`, under supervision, in place of the
+        engine in service (returned, now retired: the caller closes it with `close_retired`
+        when nothing uses it); None if the name is new."""
+        self._spares.remove(engine)
+        self._cancel_restart(spec.name)
+        old = self.engines.get(spec.name)
+        self._specs[spec.name] = spec
+        self.engines[spec.name] = engine
+        self._status[spec.name] = EngineStatus(spec.name, "ready")
+        if old is not None:
+            self._retired.append(old)
+        return old
+
+    def withdraw(self, name: str) -> Engine | None:
+        """Takes `name` out of the supervision (a reload removed its model); returns its
+        engine, now retired, for the caller to close with `close_retired`."""
+        self._cancel_restart(name)
+        self._specs.pop(name, None)
+        self._status.pop(name, None)
+        old = self.engines.pop(name, None)
+        if old is not None:
+            self._retired.append(old)
+        return old
+
+    def _cancel_restart(self, name: str) -> None:
+        task = self._restarts.pop(name, None)
+        if task is not None:
+            task.cancel()
+
+    async def close_retired(self, engine: Engine) -> None:
+        """Shuts a retired (or spare) engine down off the event loop, bounded in time."""
+        for held in (self._retired, self._spares):
+            if engine in held:
+                held.remove(engine)
+        log.info("closing a retired engine of '%s'", engine.name)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(engine.shutdown), CLOSE_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("engine '%s': closing it failed (%s)", engine.name, type(exc).__name__)
+
+    @property
+    def retired(self) -> list[Engine]:
+        """Engines out of service and not closed yet."""
+        return list(self._retired)
+
     def stop(self) -> None:
-        """Stops watching and restarting, and shuts every engine down. Blocking; callable
-        from any thread."""
+        """Stops watching and restarting, and shuts every engine down (retired and spare ones
+        too). Blocking; callable from any thread."""
         self._stopping.set()
         loop = self._loop
         tasks = [t for t in (self._watch, *self._restarts.values()) if t is not None]
@@ -180,6 +265,9 @@ class EngineSupervisor:
                 log.warning("engine '%s': shutdown failed (%s)", name, type(exc).__name__)
             self._set(name, "stopped")
         self.engines.clear()
+        leftovers, self._retired, self._spares = [*self._retired, *self._spares], [], []
+        for engine in leftovers:
+            _shut_down(engine)
 
 
 async def _off_loop(launch: Callable[[str, ModelConfig, str], T], spec: EngineSpec) -> T:
@@ -193,3 +281,17 @@ async def _close(name: str, llm: Any) -> None:
         await asyncio.wait_for(asyncio.to_thread(llm.shutdown), CLOSE_TIMEOUT_S)
     except Exception as exc:
         log.warning("engine '%s': closing the old engine failed (%s)", name, type(exc).__name__)
+
+
+def _shut_down(engine: Engine) -> None:
+    log.info("stopping a retired engine of '%s'", engine.name)
+    try:
+        engine.shutdown()
+    except Exception as exc:
+        log.warning("engine '%s': shutdown failed (%s)", engine.name, type(exc).__name__)
+
+
+def _shut_down_when_up(launch: asyncio.Future[Engine]) -> None:
+    """Done callback of an engine start whose caller went away: the engine never serves."""
+    if not launch.cancelled() and launch.exception() is None:
+        asyncio.get_running_loop().run_in_executor(None, _shut_down, launch.result())

@@ -199,6 +199,17 @@ class VersionChangeBody(BaseModel):
     new_version: str
 
 
+class ModelChangesBody(BaseModel):
+    """How a reload changed the models (the config file's `models` section), by name."""
+
+    added: list[str] = Field(description="New models: their engines started before the swap.")
+    replaced: list[str] = Field(
+        description="Models configured otherwise: a new engine serves the new set; the old one "
+        "closes once the windows in flight on it are done."
+    )
+    removed: list[str] = Field(description="Models gone: their engines close after the swap.")
+
+
 class ReloadResponse(BaseModel):
     reloaded: bool = Field(description="The new capability set is in force (false: dry run).")
     dry_run: bool
@@ -207,3 +218,8 @@ class ReloadResponse(BaseModel):
     removed: list[str]
     changed: list[VersionChangeBody]
     unchanged: int
+    models: ModelChangesBody
+    restart_required: list[str] = Field(
+        description="Config sections that differ in the file: a reload applies only the "
+        "capabilities folder and `models`; these take effect at the next restart."
+    )

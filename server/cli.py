@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from server.settings import ConfigError, load_config
+from server.settings import DEFAULT_CONFIG, ConfigError, load_config
 
 log = logging.getLogger("capserve")
 
@@ -30,7 +30,8 @@ def _serve(args: argparse.Namespace) -> int:
     from server.runtime import Runtime
     from server.serving import serve
 
-    config = load_config(args.config)
+    config_path = _config_path(args.config)
+    config = load_config(config_path)
     if args.host:
         config.server.host = args.host
     if args.port is not None:
@@ -38,11 +39,16 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(config.server.log_format, config.server.log_level)
     try:
         check_auth_config(config, os.environ)  # before any engine starts
-        runtime = Runtime.build(config)
+        runtime = Runtime.build(config, config_path=config_path)  # reloads re-read its models
     except (AuthConfigError, CapabilityConfigError, ModelNotReadyError) as exc:
         print(f"capserve: {exc}", file=sys.stderr)
         return 2
     return serve(runtime)  # 0 after a drained shutdown, 1 when the start-up failed
+
+
+def _config_path(given: Path | None) -> Path:
+    """The config file `load_config` reads for `given`, as an absolute path."""
+    return Path(given or os.environ.get("CAPSERVE_CONFIG") or DEFAULT_CONFIG).resolve()
 
 
 def _hash_key(_args: argparse.Namespace) -> int:

@@ -14,7 +14,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 from capabilities.plan import WorkItem
@@ -22,6 +23,7 @@ from capabilities.registry import CapabilityRegistry
 from processors.engine_reaper import EngineReaper
 from processors.engine_status import EngineStatus
 from processors.engines import EngineWork, apply_engine_env
+from processors.model_swap import EngineKey, ModelChanges
 from processors.pool import ProcessorPool
 from schemas.config import CapServeConfig
 from server.batching.admission import AdmissionController
@@ -39,6 +41,7 @@ from server.execution.deep_check import (
     probe_capabilities,
 )
 from server.execution.executor import ProcessorSource
+from server.execution.model_reload import read_reloaded_config, start_engines
 from server.execution.pipeline import ClassificationPipeline, ClassifyJob
 from server.observability.drift import DriftMonitor
 from server.observability.metrics import ServerMetrics
@@ -52,6 +55,9 @@ log = logging.getLogger(__name__)
 class RequestTimeoutError(Exception):
     """A request's deadline passed before any of its results was finished (HTTP 504)."""
 
+
+# How often a reload checks whether the sets on the engines it replaced are idle.
+RETIRE_POLL_S = 0.05
 
 WARMUP_TEXT = "capserve warm-up: is this text about anything at all?"
 
@@ -67,6 +73,10 @@ class ReloadReport:
     # How many capabilities the new set holds.
     capabilities: int
     changes: SetChanges
+    # How the `models` section of the config file changed (engines started and closed).
+    models: ModelChanges = field(default_factory=ModelChanges)
+    # Other config sections that differ in the file: a reload does not apply them.
+    restart_required: tuple[str, ...] = ()
 
 
 class Pool(ProcessorSource, Protocol):
@@ -91,8 +101,11 @@ class Runtime:
         registry: CapabilityRegistry,
         pool: Pool,
         reaper: EngineReaper | None = None,
+        config_path: Path | None = None,
     ) -> None:
         self.config = config
+        # The file a reload re-reads the `models` section from; None: models never change.
+        self.config_path = config_path
         self.pool = pool
         # Kills the engine processes if this process dies without stopping them (SIGKILL).
         self.reaper = reaper
@@ -102,7 +115,8 @@ class Runtime:
         self.stats = ServerStats(cache=cache, drift=self.drift)
         self.metrics = ServerMetrics()  # Prometheus, in a registry of this runtime's own
         # Replaced whole, by one assignment, when a reload puts a new set in force.
-        self.capability_set = CapabilitySet.build(registry, pool, cache)
+        processors = pool.bound() if isinstance(pool, ProcessorPool) else pool
+        self.capability_set = CapabilitySet.build(registry, processors, cache)
         self.pipeline = ClassificationPipeline(
             observers=[self.stats, self.drift, self.metrics], dedup=config.batching.dedup
         )
@@ -129,6 +143,9 @@ class Runtime:
         self._reload_lock = asyncio.Lock()
         self._warm_ups: set[asyncio.Task[None]] = set()
         self._watch: CapabilityWatch | None = None
+        # Sets a reload replaced, while requests or windows may still run on them.
+        self._superseded: list[CapabilitySet] = []
+        self._retirements: set[asyncio.Task[None]] = set()
 
     @property
     def registry(self) -> CapabilityRegistry:
@@ -141,8 +158,11 @@ class Runtime:
         return self.capability_set.cache
 
     @classmethod
-    def build(cls, config: CapServeConfig, pool: Pool | None = None) -> Runtime:
-        """Loads and checks the capabilities; with no pool given, one with real vLLM engines."""
+    def build(
+        cls, config: CapServeConfig, pool: Pool | None = None, config_path: Path | None = None
+    ) -> Runtime:
+        """Loads and checks the capabilities; with no pool given, one with real vLLM engines.
+        `config_path`: the file `config` was read from, which a reload re-reads models from."""
         registry = load_registry(config)
         reaper = None
         if pool is None:
@@ -158,7 +178,7 @@ class Runtime:
             )
             engine_pool.check_models()  # a missing model is reported before anything starts
             pool = engine_pool
-        return cls(config, registry, pool, reaper)
+        return cls(config, registry, pool, reaper, config_path)
 
     @property
     def ready(self) -> bool:
@@ -209,30 +229,84 @@ class Runtime:
         )
 
     async def reload(self, dry_run: bool = False) -> ReloadReport:
-        """Re-reads the capabilities folder and checks the new set as a whole; unless `dry_run`,
-        puts it in force for the requests that arrive from now on (windows in flight finish on
-        the set their requests were accepted under).
+        """Re-reads the capabilities folder and the config file's `models` section (with the
+        environment overrides; other sections apply at restart only) and checks them as a
+        whole; unless `dry_run`, starts an engine for each added or changed model, then puts
+        the new set in force for the requests that arrive from now on. Windows in flight
+        finish on the set, and the engines, their requests were accepted under; engines
+        replaced or removed are closed once those are done (`server.shutdown_grace_s` at most).
 
-        Raises CapabilityConfigError with every problem; the current set then stays in force.
-        Reloads run one at a time, so each compares against the set the one before left.
+        Raises CapabilityConfigError with every problem, or when an engine failed to start
+        (its exception type); the current set and engines then stay, and nothing started is
+        left running. Reloads run one at a time, so each compares against what the one before
+        left.
         """
         async with self._reload_lock:
-            registry = await asyncio.to_thread(load_servable_registry, self.config)
+            reloaded = await asyncio.to_thread(read_reloaded_config, self.config, self.config_path)
+            config = reloaded.config
+            registry = await asyncio.to_thread(load_servable_registry, config)
+            pool = self.pool if isinstance(self.pool, ProcessorPool) else None
+            models = ModelChanges.between(self.config.models, config.models)
             current = self.capability_set
             new_versions = {spec.name: spec.version for spec in registry.specs()}
             changes = SetChanges.between(current.versions(), new_versions)
-            if not dry_run:
+            report = ReloadReport(
+                not dry_run,
+                dry_run,
+                len(new_versions),
+                changes,
+                models,
+                reloaded.restart_required,
+            )
+            if dry_run:
+                if pool is not None:  # the models must be found; nothing starts
+                    await start_engines(pool, config.models, self.started, dry_run=True)
+                return report
+            if pool is None:  # processors without engines (tests): nothing to start
                 self.capability_set = current.successor(registry)
-                log.info(
-                    "capability set %d in force: %d capabilities, %d added, %d removed, %d changed",
-                    self.capability_set.generation,
-                    len(new_versions),
-                    len(changes.added),
-                    len(changes.removed),
-                    len(changes.changed),
-                )
-                self._warm_up_in_background(self.capability_set, changes.to_warm_up)
-            return ReloadReport(not dry_run, dry_run, len(new_versions), changes)
+            else:
+                started = await start_engines(pool, config.models, self.started)
+                retired = pool.install(started)  # no await from here to the swap
+                self.capability_set = current.successor(registry, pool.bound())
+                self._retire_when_idle(current, retired)
+            self.config.models = dict(config.models)
+            log.info(
+                "capability set %d in force: %d capabilities, %d added, %d removed, %d changed; "
+                "models: %d added, %d replaced, %d removed",
+                self.capability_set.generation,
+                len(new_versions),
+                len(changes.added),
+                len(changes.removed),
+                len(changes.changed),
+                len(models.added),
+                len(models.replaced),
+                len(models.removed),
+            )
+            self._warm_up_in_background(self.capability_set, changes.to_warm_up)
+            return report
+
+    def _retire_when_idle(self, superseded: CapabilitySet, engines: Sequence[EngineKey]) -> None:
+        """Closes `engines` (replaced or removed by a reload) once no set that may run on them
+        is in use any more, or after `server.shutdown_grace_s`."""
+        self._superseded = [s for s in (*self._superseded, superseded) if s.usage.busy]
+        if not engines:
+            return
+        sets = list(self._superseded)
+        task = asyncio.create_task(self._close_when_idle(sets, engines))
+        self._retirements.add(task)
+        task.add_done_callback(self._retirements.discard)
+
+    async def _close_when_idle(
+        self, sets: Sequence[CapabilitySet], engines: Sequence[EngineKey]
+    ) -> None:
+        assert isinstance(self.pool, ProcessorPool)
+        deadline = time.monotonic() + self.config.server.shutdown_grace_s
+        while any(s.usage.busy for s in sets) and time.monotonic() < deadline:
+            await asyncio.sleep(RETIRE_POLL_S)
+        if any(s.usage.busy for s in sets):
+            log.warning("closing %d replaced engine(s) with windows still on them", len(engines))
+        await self.pool.close_retired(engines)
+        log.info("closed %d engine(s) a reload replaced or removed", len(engines))
 
     def _warm_up_in_background(self, capability_set: CapabilitySet, names: Sequence[str]) -> None:
         """Runs the capabilities a reload added or changed once, so that their first request
@@ -309,9 +383,9 @@ class Runtime:
         self.phase = "stopping"
         if self._watch is not None:
             await self._watch.stop()
-        for task in self._warm_ups:
+        for task in (*self._warm_ups, *self._retirements):
             task.cancel()
-        await asyncio.gather(*self._warm_ups, return_exceptions=True)
+        await asyncio.gather(*self._warm_ups, *self._retirements, return_exceptions=True)
         await self.drain()
         await asyncio.to_thread(self.pool.stop)  # engine shutdown blocks
         if self.reaper is not None:
@@ -357,7 +431,7 @@ class Runtime:
         )
         ok = False
         try:
-            with self.admission.admit(len(texts), priority):
+            with capability_set.usage.held(), self.admission.admit(len(texts), priority):
                 result = await self._within(job, mode, timeout)
             ok = True
             return result

@@ -4,12 +4,19 @@ A hot reload builds a new set beside the old one and replaces the runtime's curr
 single assignment. Every request is bound to the set current when it arrives and every window
 runs entirely on the set of its requests, so a window never mixes versions, windows in flight
 finish on the old set, and the result cache keys each result by the versions of its own set.
+
+A set also runs on processors of its own (`ProcessorPool.bound`: the engines in service when
+it was built), and counts what runs on it (`usage`: the requests bound to it and the plans its
+executor runs), so that a reload closes the engines it replaced only once the sets bound to
+them are idle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 from capabilities.loader import CapabilityConfigError
 from capabilities.plan import BatchPlan, KnownResults, WorkItem, build_plan
@@ -17,7 +24,7 @@ from capabilities.registry import CapabilityRegistry
 from schemas.config import CapServeConfig
 from server.caching.factory import exclude_problem
 from server.caching.lookup import ResultLookup
-from server.execution.executor import PlanExecutor, ProcessorSource
+from server.execution.executor import PlanExecutor, ProcessorSource, WindowOutcome
 from server.registry_loading import load_registry
 
 
@@ -33,6 +40,39 @@ def load_servable_registry(config: CapServeConfig) -> CapabilityRegistry:
     return registry
 
 
+class SetUsage:
+    """How many requests and plan runs use one capability set now."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+
+    @property
+    def busy(self) -> bool:
+        return self.count > 0
+
+
+class CountedExecutor(PlanExecutor):
+    """The set's PlanExecutor, counting the plans it runs in the set's usage."""
+
+    def __init__(
+        self, registry: CapabilityRegistry, processors: ProcessorSource, usage: SetUsage
+    ) -> None:
+        super().__init__(registry, processors)
+        self.usage = usage
+
+    async def run(self, *args: Any, **kwargs: Any) -> WindowOutcome:
+        with self.usage.held():
+            return await super().run(*args, **kwargs)
+
+
 # eq=False: two sets are the same set only if they are the same object (the batcher groups
 # windows by set), however alike their contents.
 @dataclass(frozen=True, eq=False)
@@ -43,6 +83,7 @@ class CapabilitySet:
     cache: ResultLookup | None
     # 1 for the set loaded at start-up, one more for each set a reload puts in force.
     generation: int = 1
+    usage: SetUsage = field(default_factory=SetUsage)
 
     @classmethod
     def build(
@@ -55,13 +96,22 @@ class CapabilitySet:
         """The set of `registry`; `cache` may be keyed by another set: only its storage is
         shared."""
         keyed = None if cache is None else cache.for_registry(registry)
-        return cls(registry, PlanExecutor(registry, processors), keyed, generation)
+        usage = SetUsage()
+        executor = CountedExecutor(registry, processors, usage)
+        return cls(registry, executor, keyed, generation, usage)
 
-    def successor(self, registry: CapabilityRegistry) -> CapabilitySet:
-        """The set of `registry`, on the same processors and cache storage, one generation on."""
+    def successor(
+        self, registry: CapabilityRegistry, processors: ProcessorSource | None = None
+    ) -> CapabilitySet:
+        """The set of `registry`, on `processors` (default: the same as this set's) and the
+        same cache storage, one generation on."""
         return CapabilitySet.build(
-            registry, self.executor.processors, self.cache, self.generation + 1
+            registry, processors or self.executor.processors, self.cache, self.generation + 1
         )
+
+    @property
+    def processors(self) -> ProcessorSource:
+        return self.executor.processors
 
     def plan(
         self, items: Sequence[WorkItem], known: KnownResults | None = None, dedup: bool = True

@@ -354,6 +354,8 @@ def test_post_admin_reload_answers_with_the_changes(client: TestClient, folder: 
         "removed": ["recommendations"],
         "changed": [{"name": "alerts", "old_version": old["alerts"], "new_version": new["alerts"]}],
         "unchanged": 1,
+        "models": {"added": [], "replaced": [], "removed": []},
+        "restart_required": [],
     }
     assert sorted(new) == ["alerts", "classification", "mood"]
     answer = client.post("/classify", json={"texts": ["hi"], "capabilities": ["mood", "alerts"]})
