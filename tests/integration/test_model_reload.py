@@ -3,7 +3,7 @@ engines, under a light concurrent load of /classify requests that must all answe
 
 (a) The tiny sequence classifier (tests/integration/session_models.py) and a capability on it
     are added to the config file and the folder: the reload starts its engine (constructions
-    +1), and the new capability answers. (b) Its `max_num_seqs` changes: a new engine serves,
+    +1), and the new capability answers. (b) Its `max_model_len` changes: a new engine serves,
     the old engine's process is gone afterwards, and the capability's version changed. (c) It is
     removed: its engine is stopped.
 """
@@ -195,7 +195,7 @@ def test_a_reload_adds_replaces_and_removes_a_model_under_load(setup: Setup) -> 
         # one, and the requests that were on the old one finish there.
         load.use([CAPABILITY], [CAPABILITY, "sentiment"])
         cores_before = setup.engine_cores()
-        setup.set_model({**setup.model, "max_num_seqs": 32})
+        setup.set_model({**setup.model, "max_model_len": 256})
         body = setup.reload()
         assert body["models"] == {"added": [], "replaced": [MODEL], "removed": []}
         changed = {c["name"]: c for c in body["changed"]}

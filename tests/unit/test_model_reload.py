@@ -245,7 +245,7 @@ async def test_windows_in_flight_finish_on_the_old_engine_which_closes_after_the
     in_flight = asyncio.create_task(runtime.classify(["old"], ["classification"]))
     await _until(lambda: len(pool.runs) == 1)
 
-    setup.write_models({"minilm": {**MINILM, "max_num_seqs": 4}, "smollm2": SMOLLM2})
+    setup.write_models({"minilm": {**MINILM, "max_model_len": 128}, "smollm2": SMOLLM2})
     old_versions = runtime.capability_set.versions()
     report = await runtime.reload()
     assert report.models.replaced == ("minilm",)
@@ -303,7 +303,7 @@ async def test_an_engine_that_fails_to_start_fails_the_reload_and_changes_nothin
     await runtime.start()
     before = runtime.capability_set
     setup.factory.failing = {"minilm"}
-    setup.write_models({"minilm": {**MINILM, "max_num_seqs": 4}, "smollm2": SMOLLM2})
+    setup.write_models({"minilm": {**MINILM, "max_model_len": 128}, "smollm2": SMOLLM2})
     with pytest.raises(CapabilityConfigError) as raised:
         await runtime.reload()
     assert "OSError" in raised.value.problems[0] and "no memory" not in raised.value.problems[0]
