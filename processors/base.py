@@ -1,4 +1,10 @@
-"""What every processor offers: turn (capability, texts, dependency results) into results."""
+"""What every processor offers: turn (capability, texts, dependency results) into results.
+
+A text may be abandoned while a window runs: no waiting caller needs it any more (the executor
+decides, see `WindowContext.abandon`). A processor runs each text's engine work through
+`WindowContext.unless_abandoned`, which cancels it (vLLM then aborts the engine request) when its
+text is abandoned; that text's outcome is an `ItemAbandoned`: neither a result nor a failure.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +34,22 @@ class ItemFailure:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ItemFailure:
+        if isinstance(exc, TextAbandonedError):
+            return ItemAbandoned()
         return cls(type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class ItemAbandoned(ItemFailure):
+    """No waiting caller needs the text any more: its work was cancelled, and it gets neither
+    a result nor a failure. An ItemFailure, so that it passes through every processor's
+    failure path unchanged; the executor tells it apart."""
+
+    reason: str = "abandoned"
+
+
+class TextAbandonedError(Exception):
+    """Raised by `WindowContext.unless_abandoned` when the text was abandoned first."""
 
 
 ItemOutcome = CapabilityResult | ItemFailure
@@ -39,6 +60,49 @@ class WindowContext:
     """State shared by the capabilities of one window, e.g. text embeddings per model."""
 
     _memo: dict[tuple[str, str], asyncio.Future[Any]] = field(default_factory=dict)
+    # Texts no waiting caller needs any more.
+    _abandoned: set[str] = field(default_factory=set)
+    # The per-text engine work running now, by text: cancelled when its text is abandoned.
+    _running: dict[str, set[asyncio.Task[Any]]] = field(default_factory=dict)
+
+    def abandon(self, texts: Iterable[str]) -> None:
+        """From now on nobody needs `texts`: their running work is cancelled, and work that
+        `unless_abandoned` would start for them is not."""
+        for text in texts:
+            if text in self._abandoned:
+                continue
+            self._abandoned.add(text)
+            for task in self._running.pop(text, set()):
+                task.cancel()
+
+    def abandoned(self, text: str) -> bool:
+        return text in self._abandoned
+
+    async def unless_abandoned(self, text: str, work: Callable[[], Awaitable[T]]) -> T:
+        """Runs `work()` (one text's engine work) as a task of its own, and cancels it when
+        `text` is abandoned first; raises TextAbandonedError then, or at once when `text` was
+        abandoned already."""
+        if text in self._abandoned:
+            raise TextAbandonedError()
+
+        async def run() -> T:
+            return await work()
+
+        task = asyncio.create_task(run())
+        self._running.setdefault(text, set()).add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if text in self._abandoned and (current is None or not current.cancelling()):
+                raise TextAbandonedError() from None
+            raise  # the caller itself was cancelled (which cancelled the task too)
+        finally:
+            running = self._running.get(text)
+            if running is not None:
+                running.discard(task)
+                if not running:
+                    del self._running[text]
 
     async def shared(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
+from functools import partial
 
 from capabilities.outputs import single_label_result
 from capabilities.spec import CapabilitySpec
@@ -48,9 +49,14 @@ class ClassifierProcessor:
         token_ids = await self.engine.tokenize(
             [item.text for item in inputs], truncate_to=self.engine.max_model_len
         )
-        # Every text at once: the engine batches them.
+        # Every text at once: the engine batches them. A text's request is cancelled (aborted
+        # in the engine) when no waiting caller needs the text any more.
         scores = await asyncio.gather(
-            *(self.engine.classify(ids) for ids in token_ids), return_exceptions=True
+            *(
+                context.unless_abandoned(item.text, partial(self.engine.classify, ids))
+                for item, ids in zip(inputs, token_ids, strict=True)
+            ),
+            return_exceptions=True,
         )
         outcomes: list[ItemOutcome] = []
         for item_scores in scores:

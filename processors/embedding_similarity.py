@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -199,11 +200,20 @@ class EmbeddingSimilarityProcessor:
         self.engine = engine
         self._prototypes: PerVersion[LabelPrototypes] = PerVersion()
 
-    async def embed_texts(self, texts: Sequence[str]) -> list[np.ndarray | ItemFailure]:
-        """A unit-length embedding per text, or that text's failure."""
+    async def embed_texts(
+        self, texts: Sequence[str], context: WindowContext | None = None
+    ) -> list[np.ndarray | ItemFailure]:
+        """A unit-length embedding per text, or that text's failure. With a window's `context`,
+        a text's request is cancelled (aborted in the engine) when the text is abandoned; its
+        outcome is then ItemAbandoned."""
         token_ids = await self.engine.tokenize(texts, truncate_to=self.engine.max_model_len)
+        window = WindowContext() if context is None else context
         vectors = await asyncio.gather(
-            *(self.engine.embed(ids) for ids in token_ids), return_exceptions=True
+            *(
+                window.unless_abandoned(text, partial(self.engine.embed, ids))
+                for text, ids in zip(texts, token_ids, strict=True)
+            ),
+            return_exceptions=True,
         )
         return [
             ItemFailure.from_exception(v) if isinstance(v, BaseException) else unit_vector(v)
@@ -225,8 +235,9 @@ class EmbeddingSimilarityProcessor:
         self, inputs: Sequence[ProcessorInput], context: WindowContext
     ) -> list[np.ndarray | ItemFailure]:
         """The texts' embeddings, computed once per window for every embedding capability."""
+        texts = [item.text for item in inputs]
         return await context.shared(
-            f"embedding:{self.engine.name}", [item.text for item in inputs], self.embed_texts
+            f"embedding:{self.engine.name}", texts, partial(self.embed_texts, context=context)
         )
 
     async def prototypes(self, spec: CapabilitySpec) -> LabelPrototypes:

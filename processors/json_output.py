@@ -211,7 +211,7 @@ class JsonOutputProcessor:
         # Every prompt at once: the engine batches them (and shares the texts' prefill).
         outcomes = await asyncio.gather(
             *(
-                self._answer(setup, text_ids[item.text], ids)
+                self._answer(setup, text_ids[item.text], ids, item.text, context)
                 for item, ids in zip(inputs, question_ids, strict=True)
             ),
             return_exceptions=True,
@@ -225,6 +225,8 @@ class JsonOutputProcessor:
         setup: JsonSetup,
         text_ids: Sequence[int],
         question_ids: Sequence[int] | BaseException,
+        text: str,
+        context: WindowContext,
     ) -> CapabilityResult:
         if isinstance(question_ids, BaseException):
             raise question_ids
@@ -234,7 +236,10 @@ class JsonOutputProcessor:
             raise PromptTooLongError(f"{len(question_ids)} question tokens; at most {limit}")
         ids, truncated = fitted
         check_cut(setup.spec, truncated)
-        output = await self.engine.generate(ids, setup.params)
+        # Cancelled (aborted in the engine) when no waiting caller needs the text any more.
+        output = await context.unless_abandoned(
+            text, lambda: self.engine.generate(ids, setup.params)
+        )
         details: dict[str, Any] = {"layout": setup.layout.name}
         if truncated:
             details["truncated"] = True

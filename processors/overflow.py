@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from capabilities.spec import CapabilitySpec
-from processors.base import ItemFailure, ItemOutcome
+from processors.base import ItemAbandoned, ItemFailure, ItemOutcome
 
 T = TypeVar("T")
 
@@ -62,5 +62,8 @@ async def overflowing(
 
 
 def refuse(outcomes: Sequence[ItemOutcome], over: set[int]) -> list[ItemOutcome]:
-    """`outcomes` with the texts at `over` failed as too long."""
-    return [ItemFailure(TEXT_TOO_LONG) if i in over else o for i, o in enumerate(outcomes)]
+    """`outcomes` with the texts at `over` failed as too long (an abandoned text stays so)."""
+    return [
+        ItemFailure(TEXT_TOO_LONG) if i in over and not isinstance(o, ItemAbandoned) else o
+        for i, o in enumerate(outcomes)
+    ]

@@ -7,7 +7,9 @@ All questions that start together (one wave of the executor) are answered in one
   cached when its next question runs, in chunks of at most `max_tokens_in_flight` prompt
   tokens, so that a window's texts fit the KV cache;
 - each prompt is scored in one decode step from its answer tokens' log-probabilities (see
-  `answers`); a failed prompt fails only its own text.
+  `answers`); a failed prompt fails only its own text;
+- each prompt runs as a task of its own, cancelled (aborted in the engine) when its text is
+  abandoned (see `WindowContext.unless_abandoned`); that text's outcome is ItemAbandoned.
 """
 
 from __future__ import annotations
@@ -200,11 +202,15 @@ class LLMQuestionProcessor:
                 shared[key] = setup.layout.shared_ids(text_ids[text])
             head, prompt.truncated = shared[key]
             prompt.ids = [*head, *ids]
-        outputs = await self._generate(prompts, setups)
+        outputs = await self._generate(prompts, setups, texts, context)
         return self._results(setups, inputs, prompts, outputs)
 
     async def _generate(
-        self, prompts: Sequence[_Prompt], setups: Sequence[QuestionSetup]
+        self,
+        prompts: Sequence[_Prompt],
+        setups: Sequence[QuestionSetup],
+        texts: Sequence[str],
+        context: WindowContext,
     ) -> dict[int, Any]:
         """Sends the prompts text by text, in chunks that fit the KV cache; an output or the
         exception that stopped it, by prompt index."""
@@ -219,19 +225,30 @@ class LLMQuestionProcessor:
             text_done = last or prompts[order[position + 1]].text != prompts[n].text
             if last or (text_done and tokens >= self.max_tokens_in_flight):
                 results = await asyncio.gather(
-                    *(self._one(prompts[m], setups[prompts[m].work]) for m in chunk),
+                    *(
+                        self._one(prompts[m], setups[prompts[m].work], texts, context)
+                        for m in chunk
+                    ),
                     return_exceptions=True,
                 )
                 outputs.update(zip(chunk, results, strict=True))
                 chunk, tokens = [], 0
         return outputs
 
-    async def _one(self, prompt: _Prompt, setup: QuestionSetup) -> Any:
+    async def _one(
+        self,
+        prompt: _Prompt,
+        setup: QuestionSetup,
+        texts: Sequence[str],
+        context: WindowContext,
+    ) -> Any:
         check_cut(setup.spec, prompt.truncated)
         limit = self.engine.max_model_len - setup.params.max_tokens
         if len(prompt.ids) > limit:
             raise PromptTooLongError(f"{len(prompt.ids)} prompt tokens; at most {limit}")
-        return await self.engine.generate(prompt.ids, setup.params)
+        return await context.unless_abandoned(
+            texts[prompt.text], lambda: self.engine.generate(prompt.ids, setup.params)
+        )
 
     @staticmethod
     def _results(

@@ -14,8 +14,13 @@ hold, or one of whose dependencies was skipped or gave an error result, gets a s
 and never reaches an engine.
 
 Before each step, the texts that no waiting caller still needs (its `Demand` says which are) are
-dropped: they get neither a result nor a failure, and never reach an engine. The outcome is
-filled as steps finish, so a caller whose deadline passes can read what is done so far.
+dropped: they get neither a result nor a failure, and never reach an engine. Inside a running
+step too: each time a caller leaves, the texts that no waiting caller holds any more (for any
+capability) are abandoned in the window's context, which cancels their engine work (vLLM aborts
+those requests); the processors answer them with `ItemAbandoned`, and they are dropped like the
+others: no result, no failure, nothing cached. The other texts of the step are not touched. The
+outcome is filled as steps finish, so a caller whose deadline passes can read what is done so
+far.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,6 +39,7 @@ from capabilities.results import CapabilityResult
 from capabilities.spec import CapabilitySpec
 from processors.base import (
     GroupedProcessor,
+    ItemAbandoned,
     ItemFailure,
     ItemOutcome,
     Processor,
@@ -52,6 +58,10 @@ class ProcessorSource(Protocol):
 class Demand(Protocol):
     def __call__(self, capability: str) -> set[int]:
         """The unique text indices some waiting caller still needs `capability` for."""
+        ...
+
+    def when_changed(self, callback: Callable[[], None]) -> None:
+        """Calls `callback` (on the event loop) each time a caller stops waiting."""
         ...
 
 
@@ -100,6 +110,16 @@ class PlanExecutor:
         for name, results in (known or {}).items():
             outcome.results.setdefault(name, {}).update(results)
         context = WindowContext()
+        live = True
+        if demand is not None:
+            watched = demand
+
+            def caller_left() -> None:
+                if live:
+                    context.abandon(self.abandoned_texts(plan, watched))
+
+            watched.when_changed(caller_left)
+            caller_left()
         waiting = {step.capability: step for step in plan.steps}
         planned = set(waiting)
         finished: set[str] = set()
@@ -125,9 +145,20 @@ class PlanExecutor:
                     finished.update(step.capability for step in running.pop(task).steps)
                     task.result()
         finally:
+            live = False
             for task in running:
                 task.cancel()
         return outcome
+
+    @staticmethod
+    def abandoned_texts(plan: BatchPlan, demand: Demand) -> set[str]:
+        """The window's texts that no waiting caller holds any more, for any capability (with
+        dedup off, a text is abandoned only when every copy of it is)."""
+        held: set[int] = set()
+        for step in plan.steps:
+            held |= demand(step.capability)
+        kept = {plan.texts[tid] for tid in held}
+        return {text for text in plan.texts if text not in kept}
 
     def _batches(self, ready: Sequence[CapabilityStep]) -> list[_Batch]:
         batches: dict[Hashable, _Batch] = {}
@@ -261,7 +292,9 @@ class PlanExecutor:
         results = outcome.results[step.capability]
         failures = outcome.failures[step.capability]
         for tid, item in zip(ready, outcomes, strict=True):
-            if isinstance(item, ItemFailure):
+            if isinstance(item, ItemAbandoned):  # nobody waits for it: nobody's result
+                outcome.dropped.setdefault(step.capability, set()).add(tid)
+            elif isinstance(item, ItemFailure):
                 failures[tid] = item.reason
             else:
                 results[tid] = item

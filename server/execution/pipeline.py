@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from capabilities.plan import BatchPlan, KnownResults, WorkItem
@@ -18,7 +18,7 @@ from server.caching.lookup import Pair
 from server.execution.answer import CapabilityFailedError as CapabilityFailedError
 from server.execution.answer import JobResult, WindowInfo
 from server.execution.capability_set import CapabilitySet
-from server.execution.executor import Demand, WindowOutcome
+from server.execution.executor import WindowOutcome
 from server.execution.observers import WindowObserver, WindowReport
 from server.execution.progress import JobProgress, WindowView
 
@@ -165,7 +165,7 @@ class ClassificationPipeline:
         ]
         for job, view in zip(jobs, views, strict=True):
             job.progress.window = view
-        demand = _demand_of(plan, jobs)
+        demand = CallerDemand(plan, jobs)
         await capability_set.executor.run(plan, plan.known, outcome, demand)
         await self._store_fresh(capability_set, plan, outcome)
         report = WindowReport(
@@ -204,16 +204,21 @@ def _whole(answer: JobResult | Exception | None) -> JobResult | BaseException:
     return answer
 
 
-def _demand_of(plan: BatchPlan, jobs: Sequence[ClassifyJob]) -> Demand:
+class CallerDemand:
     """Which texts still matter for a capability: those of the requests whose callers wait and
-    whose closure holds it."""
+    whose closure holds it (the executor's `Demand`)."""
 
-    def wanted(capability: str) -> set[int]:
+    def __init__(self, plan: BatchPlan, jobs: Sequence[ClassifyJob]) -> None:
+        self._requests = list(zip(jobs, plan.requests, strict=True))
+
+    def __call__(self, capability: str) -> set[int]:
         return {
             tid
-            for job, planned in zip(jobs, plan.requests, strict=True)
+            for job, planned in self._requests
             if not job.progress.left and capability in planned.closure
             for tid in planned.text_ids
         }
 
-    return wanted
+    def when_changed(self, callback: Callable[[], None]) -> None:
+        for job, _ in self._requests:
+            job.progress.when_left(callback)

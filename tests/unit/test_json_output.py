@@ -17,7 +17,7 @@ import pytest
 from capabilities.registry import CapabilityRegistry
 from capabilities.results import CapabilityResult
 from capabilities.spec import CapabilitySpec
-from processors.base import ItemFailure, ProcessorInput, WindowContext
+from processors.base import ItemAbandoned, ItemFailure, ProcessorInput, WindowContext
 from processors.json_output import (
     INVALID_JSON,
     MAX_WHITESPACE,
@@ -371,3 +371,44 @@ def test_a_long_text_is_cut_so_the_answer_fits_the_context(load, tokenizer):
     (result,) = run(engine, spec, ["word " * 3000])
     assert isinstance(result, CapabilityResult) and result.details.get("truncated") is True
     assert len(engine.prompts[0]) <= engine.max_model_len - 1000
+
+
+class BlockingEngine(FakeEngine):
+    """Answers as FakeEngine, except prompts about `slow`, which wait until cancelled."""
+
+    def __init__(self, tokenizer: Any, answers: dict[str, str | Exception], slow: str) -> None:
+        super().__init__(tokenizer, answers)
+        self.slow = slow
+        self.cancelled = 0
+
+    async def generate(self, ids: Sequence[int], params: Any) -> Any:
+        if self.slow in self.tokenizer.decode(ids):
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        return await super().generate(ids, params)
+
+
+def test_an_abandoned_text_has_its_generation_cancelled_and_the_others_answer(load, tokenizer):
+    spec = load(definition(layout="own")).get("advice")
+    engine = BlockingEngine(tokenizer, {"alpha": '{"tier": "small", "hints": []}'}, slow="gone")
+    processor = JsonOutputProcessor(engine)  # type: ignore[arg-type]
+    inputs = [ProcessorInput("gone text", {}), ProcessorInput("alpha text", {})]
+
+    async def scenario() -> list[Any]:
+        context = WindowContext()
+
+        async def abandon() -> None:
+            await asyncio.sleep(0.2)
+            context.abandon(["gone text"])
+
+        outcomes, _ = await asyncio.wait_for(
+            asyncio.gather(processor.run(spec, inputs, context), abandon()), 10
+        )
+        return list(outcomes)
+
+    results = asyncio.run(scenario())
+    assert results[0] == ItemAbandoned() and engine.cancelled == 1
+    assert isinstance(results[1], CapabilityResult) and results[1].label == "small"
