@@ -76,9 +76,17 @@ class RequestMetricsMiddleware:
             return
         started = time.perf_counter()
         response = _Response()
+        recorded = False
 
         async def watched_send(message: Message) -> None:
+            nonlocal recorded
             response.seen(message)
+            last = message["type"] == "http.response.body" and not message.get("more_body")
+            if last and not recorded:
+                # Recorded before the last byte leaves: a client that reads /metrics right
+                # after its answer finds the request counted.
+                recorded = True
+                self._record(scope, response, False, time.perf_counter() - started)
             await send(message)
 
         escaped = False
@@ -88,7 +96,8 @@ class RequestMetricsMiddleware:
             escaped = response.status is None  # the outermost handler answers it 500
             raise
         finally:
-            self._record(scope, response, escaped, time.perf_counter() - started)
+            if not recorded:
+                self._record(scope, response, escaped, time.perf_counter() - started)
 
     def _record(self, scope: Scope, response: _Response, escaped: bool, seconds: float) -> None:
         if escaped:
