@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from server.api import admin, health
-from server.api.errors import error_response, install_error_handlers
+from server.api.errors import install_error_handlers
 from server.api.metrics_route import install_metrics
 from server.api.routes import router
 from server.api.security import install_security
+from server.api.serving_gate import ServingGateMiddleware
 from server.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -53,18 +54,7 @@ def create_app(
     app.state.runtime = runtime
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def refuse_work_until_serving(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """POSTs (classification, reloads) need the runtime serving; GETs always answer."""
-        if request.method == "POST" and runtime.phase != "serving":
-            kind = "starting" if runtime.phase == "starting" else "shutting_down"
-            response = error_response(503, kind, f"the server is {runtime.phase}; retry later")
-            response.headers["Retry-After"] = str(runtime.config.supervisor.retry_after_s)
-            return response
-        return await call_next(request)
-
+    app.add_middleware(ServingGateMiddleware, runtime=runtime)  # innermost
     app.include_router(health.router)
     install_security(app, runtime.config)
     app.include_router(router)
