@@ -8,7 +8,14 @@ changes an answer, since padding changes the input (at least 98% agreement is re
 
 Layouts: `own` (each question its own instructions, then the text), `shared` (every question's
 instructions once, then the text, then a short cue), `shared-after-text` (a generic system part,
-the text, then each question's own instructions) and `shared-padded`.
+the text, then each question's own instructions), `shared-padded`, and `pack` (each capability in
+the layout its YAML names).
+
+`--capabilities` picks other LLM capabilities than the pack's questions, `llm_json` ones
+included: their answer is the label field, and the report counts their generated list items
+(e.g. `recommendations`' hints) and how many of them are copied word for word from the prompt's
+own instructions (its examples), the failure the small model shows when it cannot read a text.
+`--long` uses the `--long` benchmark's texts instead of support tickets.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ import argparse
 import asyncio
 import random
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.long_texts import long_text
 from bench.run import write_result
 from capabilities.results import CapabilityResult
 from schemas.config import CapServeConfig
@@ -31,6 +40,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "shared": {"layout_override": "shared", "pad_to_block": False},
     "shared-after-text": {"layout_override": "shared", "instructions": "after_text"},
     "shared-padded": {"layout_override": "shared", "pad_to_block": True},
+    "pack": {"layout_override": None},
 }
 _SUBJECTS = ["billing", "the mobile app", "our API", "shipping", "the dashboard", "login"]
 _SENTENCES = [
@@ -51,7 +61,19 @@ def add_layout_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--texts", type=int, default=24, help="texts per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["own", "shared", "shared-after-text", "shared-padded"],
+        choices=list(VARIANTS),
+    )
+    parser.add_argument(
+        "--capabilities",
+        nargs="+",
+        default=None,
+        help="LLM capabilities to ask (default: every LLM question of the pack)",
+    )
+    parser.add_argument("--long", action="store_true", help="the --long benchmark's texts")
     parser.add_argument("--output", type=Path, default=None, help="write the result as JSON here")
 
 
@@ -69,31 +91,74 @@ def answer(result: CapabilityResult) -> Any:
     return result.label
 
 
+def generated_items(result: CapabilityResult) -> list[str]:
+    """The strings of an llm_json answer's list fields (e.g. hints); none for other kinds."""
+    fields = result.fields or {}
+    if result.error is not None or result.score is not None or result.labels is not None:
+        return []
+    return [
+        str(item)
+        for value in fields.values()
+        if isinstance(value, list)
+        for item in value
+        if isinstance(item, str)
+    ]
+
+
+@dataclass
+class GeneratedItems:
+    """llm_json list items over a variant: how many, and how many copy the prompt's text."""
+
+    items: int = 0
+    copied: int = 0
+    errors: int = 0
+
+    def add(self, result: CapabilityResult, instructions: str) -> None:
+        if result.error is not None:
+            self.errors += 1
+        for item in generated_items(result):
+            self.items += 1
+            self.copied += int(len(item) >= 8 and item in instructions)
+
+
 def agrees(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         return abs(a - b) <= 0.05
     return bool(a == b)
 
 
-async def _run_variant(base: CapServeConfig, name: str, texts: list[list[str]]) -> dict[str, Any]:
+def instructions_of(runtime: Runtime, name: str) -> str:
+    """The capability's prompt instructions (empty when it has none)."""
+    prompt = runtime.registry.get(name).definition.prompt
+    return prompt.instructions if prompt is not None else ""
+
+
+async def _run_variant(
+    base: CapServeConfig, name: str, texts: list[list[str]], capabilities: list[str] | None
+) -> dict[str, Any]:
     config = base.model_copy(deep=True)
     config.server.warmup = False
     for key, value in VARIANTS[name].items():
         setattr(config.prompting, key, value)
     runtime = Runtime.build(config)
-    questions = [s.name for s in runtime.registry.specs() if s.is_question]
+    specs = runtime.registry.specs()
+    questions = capabilities or [s.name for s in specs if s.is_question]
+    asked = runtime.registry.resolve(questions)  # with what they depend on
     await runtime.start()
     rounds = []
     answers: list[dict[str, Any]] = []
+    generated: dict[str, GeneratedItems] = {}
     try:
         # Set-up: tokenizes layouts, calibrates, caches each system part once.
-        await runtime.classify(["Set-up text."], questions)
-        llm = next(s.model for s in runtime.registry.specs() if s.is_question)
+        await runtime.classify(["Set-up text."], asked)
+        llm = next(
+            runtime.registry.get(n).model for n in questions if runtime.registry.get(n).uses_prompt
+        )
         assert llm is not None
         for round_texts in texts:
             before = dict(vars(runtime.pool.work()[llm]))
             started = time.perf_counter()
-            result = await runtime.classify(round_texts, questions)
+            result = await runtime.classify(round_texts, asked)
             seconds = time.perf_counter() - started
             after = vars(runtime.pool.work()[llm])
             prompt_tokens = after["prompt_tokens"] - before["prompt_tokens"]
@@ -106,7 +171,12 @@ async def _run_variant(base: CapServeConfig, name: str, texts: list[list[str]]) 
                     "computed_prompt_tokens": prompt_tokens - cached,
                 }
             )
-            answers.extend({n: answer(r) for n, r in per.items()} for per in result.per_text)
+            answers.extend({n: answer(per[n]) for n in questions} for per in result.per_text)
+            for per in result.per_text:
+                for n in questions:
+                    if runtime.registry.get(n).kind == "llm_json":
+                        items = generated.setdefault(n, GeneratedItems())
+                        items.add(per[n], instructions_of(runtime, n))
     finally:
         await runtime.stop()
     seconds = sum(r["seconds"] for r in rounds)
@@ -118,6 +188,7 @@ async def _run_variant(base: CapServeConfig, name: str, texts: list[list[str]]) 
         "rounds": rounds,
         "seconds": round(seconds, 2),
         "computed_prompt_tokens": computed,
+        "generated_items": {n: asdict(items) for n, items in generated.items()},
         "answers": answers,
     }
 
@@ -143,6 +214,14 @@ def format_report(result: dict[str, Any]) -> str:
             f"| {v['variant']} | {v['seconds']} | {v['computed_prompt_tokens']} | {prompts} "
             f"| {speedup} |"
         )
+    for v in result["variants"]:
+        for capability, items in v.get("generated_items", {}).items():
+            lines.append("")
+            lines.append(
+                f"{v['variant']}: '{capability}' generated {items['items']} list items, "
+                f"{items['copied']} copied word for word from its instructions; "
+                f"{items['errors']} error results"
+            )
     for pair, values in result["agreement"].items():
         lines.append("")
         lines.append(
@@ -153,9 +232,17 @@ def format_report(result: dict[str, Any]) -> str:
 
 async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    texts = [[ticket(rng, r * 1000 + i) for i in range(args.texts)] for r in range(args.rounds)]
+    texts = [
+        [
+            long_text(rng, f"ref {r * 1000 + i}") if args.long else ticket(rng, r * 1000 + i)
+            for i in range(args.texts)
+        ]
+        for r in range(args.rounds)
+    ]
     config = load_config(args.config)
-    variants = [await _run_variant(config, name, texts) for name in args.variants]
+    variants = [
+        await _run_variant(config, name, texts, args.capabilities) for name in args.variants
+    ]
     by_name = {v["variant"]: v for v in variants}
     pairs = {}
     if "shared" in by_name and "shared-padded" in by_name:
@@ -164,8 +251,17 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         )
     if "shared" in by_name and "own" in by_name:
         pairs["shared vs own"] = agreement(by_name["shared"]["answers"], by_name["own"]["answers"])
+    if "shared" in by_name and "pack" in by_name:
+        pairs["shared vs pack"] = agreement(
+            by_name["shared"]["answers"], by_name["pack"]["answers"]
+        )
     return {
-        "parameters": {"texts": args.texts, "rounds": args.rounds},
+        "parameters": {
+            "texts": args.texts,
+            "rounds": args.rounds,
+            "long": args.long,
+            "capabilities": args.capabilities,
+        },
         "variants": variants,
         "agreement": pairs,
     }

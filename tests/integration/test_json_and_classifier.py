@@ -175,12 +175,13 @@ def test_recommendations_answers_on_the_shipped_pack(client: httpx.Client):
     )
     body = post(client, [fresh(prompt) for prompt in prompts], ["recommendations"])
     schema = schemas()["recommendations"]
+    shipped = yaml.safe_load((REPO / "configs/capabilities/recommendations.yaml").read_text())
     for results in per_text(body):
         result = results["recommendations"]
         assert_conforms(result, schema)
         assert result["label"] == result["fields"]["model_tier"]
         assert 0 < result["confidence"] <= 1
-        assert result["details"]["layout"] == "own"
+        assert result["details"]["layout"] == shipped["layout"]  # the YAML's, applied
 
 
 # classifier_labels reads model configs only; no server needed.
