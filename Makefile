@@ -56,9 +56,9 @@ test: setup lint test-services
 # capserve against a pipeline of calls to `vllm serve` (three workloads), then each lever off in
 # turn (naive mode included): about 25 minutes on a 2-core CPU. Results in benchmarks/.
 bench: setup
-	$(BIN)/capserve bench --against vllm-serve --config $(CONFIG) --output benchmarks/vs-vllm-serve.json
-	$(BIN)/capserve bench --against vllm-serve --long --config $(CONFIG) --output benchmarks/vs-vllm-serve-long.json
-	$(BIN)/capserve bench --against vllm-serve --pack --long --config $(CONFIG) --output benchmarks/vs-vllm-serve-pack-long.json
+	$(BIN)/capserve bench --against vllm-serve --requests 768 --rounds 4 --config $(CONFIG) --output benchmarks/vs-vllm-serve.json
+	$(BIN)/capserve bench --against vllm-serve --long --requests 128 --rounds 4 --config $(CONFIG) --output benchmarks/vs-vllm-serve-long.json
+	$(BIN)/capserve bench --against vllm-serve --pack --long --rounds 4 --config $(CONFIG) --output benchmarks/vs-vllm-serve-pack-long.json
 	$(BIN)/capserve bench --ablation --config $(CONFIG) --output benchmarks/ablation.json
 
 clean:
