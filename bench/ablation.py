@@ -22,7 +22,7 @@ import httpx
 from bench.phases import capserve_sender, difference, drive, read_capserve_counters
 from bench.report import summarise_ablation
 from bench.servers import running, start_capserve, wait_healthy
-from bench.sizes import Sizes, phase_workload, resolve_sizes, workload_name
+from bench.sizes import Sizes, phase_workload, resolve_sizes, workload_label
 from capabilities.registry import CapabilityRegistry
 from server.registry_loading import model_fingerprints
 from server.settings import load_config
@@ -113,7 +113,7 @@ async def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
     for phase in phases:
         del phase["samples"]
     return {
-        "workload": workload_name(args),
+        "workload": workload_label(args),
         "duplicate_rate": args.duplicate_rate,
         "sizes": vars(sizes),
         "machine": {"cpus": os.cpu_count(), "platform": sys.platform},

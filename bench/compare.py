@@ -44,7 +44,7 @@ from bench.servers import (
     start_peer_servers,
     wait_healthy,
 )
-from bench.sizes import Sizes, phase_workload, resolve_sizes, workload_name
+from bench.sizes import Sizes, phase_workload, resolve_sizes, workload_label
 from bench.workload import BenchRequest
 from capabilities.registry import CapabilityRegistry
 from processors.questions.standalone import StandaloneQuestions
@@ -222,7 +222,7 @@ async def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
         measured = await _measure(args, sizes, registry, capserve, peers, questions)
     return {
         "against": args.against,
-        "workload": workload_name(args) + (" (long texts)" if args.long and args.pack else ""),
+        "workload": workload_label(args),
         "duplicate_rate": args.duplicate_rate,
         "sizes": vars(sizes),
         "machine": {"cpus": os.cpu_count(), "platform": sys.platform},

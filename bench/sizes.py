@@ -34,6 +34,11 @@ def workload_name(args: argparse.Namespace) -> str:
     return "pack" if args.pack else "long" if args.long else "mixed"
 
 
+def workload_label(args: argparse.Namespace) -> str:
+    """The workload as reports name it (the pack's long-text variant says so)."""
+    return workload_name(args) + (" (long texts)" if args.long and args.pack else "")
+
+
 def resolve_sizes(args: argparse.Namespace, defaults: Sizes | None = None) -> Sizes:
     base = _QUICK if args.quick else defaults or _DEFAULTS[workload_name(args)]
     return Sizes(
