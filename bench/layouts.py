@@ -31,6 +31,7 @@ from typing import Any
 from bench.long_texts import long_text
 from bench.run import write_result
 from capabilities.results import CapabilityResult
+from capabilities.spec import CapabilitySpec
 from schemas.config import CapServeConfig
 from server.runtime import Runtime
 from server.settings import load_config
@@ -127,9 +128,9 @@ def agrees(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def instructions_of(runtime: Runtime, name: str) -> str:
+def instructions_of(spec: CapabilitySpec) -> str:
     """The capability's prompt instructions (empty when it has none)."""
-    prompt = runtime.registry.get(name).definition.prompt
+    prompt = spec.definition.prompt
     return prompt.instructions if prompt is not None else ""
 
 
@@ -141,19 +142,19 @@ async def _run_variant(
     for key, value in VARIANTS[name].items():
         setattr(config.prompting, key, value)
     runtime = Runtime.build(config)
-    specs = runtime.registry.specs()
-    questions = capabilities or [s.name for s in specs if s.is_question]
+    questions = capabilities or [s.name for s in runtime.registry.specs() if s.is_question]
+    prompted = [runtime.registry.get(name) for name in questions]
+    # llm_json capabilities: their generated list items are checked against their instructions.
+    json_instructions = {s.name: instructions_of(s) for s in prompted if s.kind == "llm_json"}
     asked = runtime.registry.resolve(questions)  # with what they depend on
     await runtime.start()
     rounds = []
     answers: list[dict[str, Any]] = []
-    generated: dict[str, GeneratedItems] = {}
+    generated = {name: GeneratedItems() for name in json_instructions}
     try:
         # Set-up: tokenizes layouts, calibrates, caches each system part once.
         await runtime.classify(["Set-up text."], asked)
-        llm = next(
-            runtime.registry.get(n).model for n in questions if runtime.registry.get(n).uses_prompt
-        )
+        llm = next(spec.model for spec in prompted if spec.uses_prompt)
         assert llm is not None
         for round_texts in texts:
             before = dict(vars(runtime.pool.work()[llm]))
@@ -173,10 +174,8 @@ async def _run_variant(
             )
             answers.extend({n: answer(per[n]) for n in questions} for per in result.per_text)
             for per in result.per_text:
-                for n in questions:
-                    if runtime.registry.get(n).kind == "llm_json":
-                        items = generated.setdefault(n, GeneratedItems())
-                        items.add(per[n], instructions_of(runtime, n))
+                for n, instructions in json_instructions.items():
+                    generated[n].add(per[n], instructions)
     finally:
         await runtime.stop()
     seconds = sum(r["seconds"] for r in rounds)

@@ -25,10 +25,18 @@ from server.validation import RequestRejectedError
 
 
 def error_response(
-    status: int, kind: str, message: str, details: Sequence[ErrorDetail] = ()
+    status: int,
+    kind: str,
+    message: str,
+    details: Sequence[ErrorDetail] = (),
+    retry_after_s: int | None = None,
 ) -> JSONResponse:
+    """The error body; with `retry_after_s`, the Retry-After header a client should honour."""
     body = ErrorResponse(error=ErrorBody(type=kind, message=message, details=list(details)))
-    return JSONResponse(status_code=status, content=body.model_dump())
+    response = JSONResponse(status_code=status, content=body.model_dump())
+    if retry_after_s is not None:
+        response.headers["Retry-After"] = str(retry_after_s)
+    return response
 
 
 def _field(loc: Sequence[Any]) -> str:
@@ -87,16 +95,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AdmissionRejectedError)
     async def _at_capacity(_request: Request, exc: AdmissionRejectedError) -> JSONResponse:
-        response = error_response(503, "at_capacity", str(exc))
-        response.headers["Retry-After"] = str(exc.retry_after_s)
-        return response
+        return error_response(503, "at_capacity", str(exc), retry_after_s=exc.retry_after_s)
 
     @app.exception_handler(EngineUnavailableError)
     async def _engine_unavailable(request: Request, exc: EngineUnavailableError) -> JSONResponse:
-        response = error_response(503, "engine_unavailable", str(exc))
         retry_after = request.app.state.runtime.config.supervisor.retry_after_s
-        response.headers["Retry-After"] = str(retry_after)
-        return response
+        return error_response(503, "engine_unavailable", str(exc), retry_after_s=retry_after)
 
     @app.exception_handler(BatcherClosedError)
     async def _closed(_request: Request, exc: BatcherClosedError) -> JSONResponse:

@@ -71,10 +71,8 @@ class RateLimitMiddleware:
             if not self.limiter.limiter.hit(item, key):
                 reset_at = self.limiter.limiter.get_window_stats(item, key).reset_time
                 retry_after = max(1, math.ceil(reset_at - time.time()))
-                response = error_response(
-                    429, "rate_limited", f"over this caller's rate limit of {rate}; retry later"
-                )
-                response.headers["Retry-After"] = str(retry_after)
+                message = f"over this caller's rate limit of {rate}; retry later"
+                response = error_response(429, "rate_limited", message, retry_after_s=retry_after)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -24,6 +24,8 @@ class ServingGateMiddleware:
             await self.app(scope, receive, send)
             return
         kind = "starting" if phase == "starting" else "shutting_down"
-        response = error_response(503, kind, f"the server is {phase}; retry later")
-        response.headers["Retry-After"] = str(self.runtime.config.supervisor.retry_after_s)
+        retry_after = self.runtime.config.supervisor.retry_after_s
+        response = error_response(
+            503, kind, f"the server is {phase}; retry later", retry_after_s=retry_after
+        )
         await response(scope, receive, send)
