@@ -16,6 +16,8 @@ class EngineStatus:
     restarts: int = 0
     # Why the engine was last taken out of service (an exception type, never text), if it was.
     last_error: str | None = None
+    # The precision the engine computes in, once it has started.
+    dtype: str | None = None
 
     @property
     def up(self) -> bool:

@@ -11,7 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
+
 from processors.engine_status import EngineUnavailableError
+from processors.precision import canonical_dtype
 from schemas.config import EngineEnvConfig, ModelConfig
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,11 @@ def apply_engine_env(env: EngineEnvConfig) -> None:
 def engine_args(model: ModelConfig, path: str) -> Any:
     from vllm.engine.arg_utils import AsyncEngineArgs
 
+    return AsyncEngineArgs(**engine_kwargs(model, path))
+
+
+def engine_kwargs(model: ModelConfig, path: str) -> dict[str, Any]:
+    """The engine arguments of a model, as vLLM's AsyncEngineArgs and LLM both take them."""
     kwargs: dict[str, Any] = {
         "model": path,
         "runner": model.runner,
@@ -72,12 +80,16 @@ def engine_args(model: ModelConfig, path: str) -> Any:
         from vllm.config import StructuredOutputsConfig
 
         kwargs["structured_outputs_config"] = StructuredOutputsConfig(**structured)
-    return AsyncEngineArgs(**kwargs)
+    return kwargs
 
 
-def _floats(data: Any) -> list[float]:
-    """A pooling output (a tensor, or already a list) as plain floats."""
-    return [float(x) for x in (data.tolist() if hasattr(data, "tolist") else data)]
+def _vector(data: Any) -> np.ndarray:
+    """A pooling output (a tensor of any float dtype, or already a list) as float32, in one
+    conversion (bfloat16 has no numpy dtype: widened first)."""
+    if hasattr(data, "float") and hasattr(data, "numpy"):
+        array: np.ndarray = data.float().numpy()
+        return array
+    return np.asarray(data, dtype=np.float32)
 
 
 class Engine:
@@ -97,9 +109,12 @@ class Engine:
         tokenizer: Any,
         max_model_len: int,
         block_size: int = 16,
+        dtype: str | None = None,
     ) -> None:
         self.name = name
         self.runner = runner
+        # The precision the engine really computes in (vLLM's resolved model dtype).
+        self.dtype = dtype
         self.max_model_len = max_model_len
         # Tokens per KV-cache block: the prefix cache reuses only whole blocks.
         self.block_size = block_size
@@ -111,6 +126,7 @@ class Engine:
         # A fast tokenizer keeps options such as split_special_tokens on the shared Rust object:
         # every use goes through this one thread, with every option set explicitly.
         self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix=f"tokenizer-{name}")
+        self._pooling_params: dict[str, Any] = {}
 
     async def with_tokenizer(self, work: Callable[[Any], T]) -> T:
         """Runs `work(tokenizer)` on the tokenizer's own thread, off the event loop."""
@@ -175,26 +191,36 @@ class Engine:
         llm = self._serving_llm()
         return await self._final(llm, llm.generate(prompt, params, self._next_id()))
 
-    async def embed(self, prompt_token_ids: Sequence[int]) -> list[float]:
-        from vllm import PoolingParams
+    def _pooling(self, task: str) -> Any:
+        """The engine's PoolingParams for `task`, built once: vLLM clones the params of every
+        request, and `from vllm import PoolingParams` resolves through vLLM's lazy module
+        attributes, which cost more than the request itself on a hot embedding path."""
+        params = self._pooling_params.get(task)
+        if params is None:
+            from vllm import PoolingParams
 
+            # Raw scores for classify: vLLM's activation is softmax or sigmoid depending on the
+            # model config's problem_type, and callers want one single-label distribution.
+            raw = {"use_activation": False} if task == "classify" else {}
+            params = self._pooling_params[task] = PoolingParams(task=task, **raw)
+        return params
+
+    async def embed(self, prompt_token_ids: Sequence[int]) -> np.ndarray:
         prompt = {"prompt_token_ids": list(prompt_token_ids)}
-        params = PoolingParams(task="embed")
         llm = self._serving_llm()
-        final = await self._final(llm, llm.encode(prompt, params, self._next_id()))
-        return _floats(final.outputs.data)
+        stream = llm.encode(prompt, self._pooling("embed"), self._next_id())
+        final = await self._final(llm, stream)
+        return _vector(final.outputs.data)
 
     async def classify(self, prompt_token_ids: Sequence[int]) -> list[float]:
         """A sequence-classification model's raw scores (logits), one per label in the model's
-        index order. Raw, not vLLM's activation: that is softmax or sigmoid depending on the
-        model config's problem_type, and callers want one single-label distribution."""
-        from vllm import PoolingParams
-
+        index order."""
         prompt = {"prompt_token_ids": list(prompt_token_ids)}
-        params = PoolingParams(task="classify", use_activation=False)
         llm = self._serving_llm()
-        final = await self._final(llm, llm.encode(prompt, params, self._next_id()))
-        return _floats(final.outputs.data)
+        stream = llm.encode(prompt, self._pooling("classify"), self._next_id())
+        final = await self._final(llm, stream)
+        scores: list[float] = _vector(final.outputs.data).tolist()
+        return scores
 
     async def tokenize(
         self, texts: Sequence[str], truncate_to: int | None = None
@@ -278,4 +304,6 @@ class EngineFactory:
         llm = self.launch(name, model, path)
         max_len = int(llm.model_config.max_model_len)
         block_size = int(llm.vllm_config.cache_config.block_size or 16)
-        return Engine(name, model.runner, llm, llm.get_tokenizer(), max_len, block_size)
+        dtype = canonical_dtype(str(llm.model_config.dtype))
+        log.info("engine '%s' ready: dtype %s, max_model_len %d", name, dtype, max_len)
+        return Engine(name, model.runner, llm, llm.get_tokenizer(), max_len, block_size, dtype)

@@ -98,7 +98,7 @@ class EngineSupervisor:
                 self._set(name, "failed", last_error=type(exc).__name__)
                 raise
             self.engines[name] = engine
-            self._set(name, "ready")
+            self._set(name, "ready", dtype=engine.dtype)
             self._started()
         self._watch = asyncio.create_task(self._watch_health(), name="engine-supervisor")
 
@@ -211,7 +211,7 @@ class EngineSupervisor:
         old = self.engines.get(spec.name)
         self._specs[spec.name] = spec
         self.engines[spec.name] = engine
-        self._status[spec.name] = EngineStatus(spec.name, "ready")
+        self._status[spec.name] = EngineStatus(spec.name, "ready", dtype=engine.dtype)
         if old is not None:
             self._retired.append(old)
         return old

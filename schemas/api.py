@@ -130,6 +130,8 @@ class CapabilityBody(BaseModel):
     kind: str
     description: str
     model: str | None
+    # The precision its model's engine computes in (part of the version); null: no model.
+    dtype: str | None = None
     depends_on: list[str]
     labels: list[LabelBody]
     version: str

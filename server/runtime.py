@@ -127,6 +127,7 @@ class Runtime:
                 batching.window_ms / 1000.0,
                 batching.max_texts_per_window,
                 batching.max_concurrent_windows if batching.adaptive else None,
+                batching.release_slot_on_submit,
             ),
             "naive": NaiveDispatcher(self.pipeline),
         }
@@ -179,6 +180,15 @@ class Runtime:
             engine_pool.check_models()  # a missing model is reported before anything starts
             pool = engine_pool
         return cls(config, registry, pool, reaper, config_path)
+
+    def model_dtypes(self) -> dict[str, str]:
+        """Each model's precision: what its engine computes in once it is up, else the
+        configured one (`auto` already resolved by the configuration)."""
+        states = self.pool.engine_states()
+        return {
+            name: (states[name].dtype if name in states else None) or model.dtype
+            for name, model in self.config.models.items()
+        }
 
     @property
     def ready(self) -> bool:

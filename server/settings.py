@@ -7,6 +7,7 @@ Values are read as YAML scalars, so `true`, `50` and `0.5` get their natural typ
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +16,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from processors.precision import AUTO, Hardware, choose_dtype, detect_hardware
 from schemas.config import CapServeConfig
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "CAPSERVE__"
 DEFAULT_CONFIG = Path("configs/default.yaml")
@@ -47,10 +51,24 @@ def _env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any]]:
     return sorted(overrides)
 
 
+def resolve_dtypes(config: CapServeConfig, hardware: Hardware | None = None) -> None:
+    """Replaces every model's `dtype: auto` with the precision this hardware runs fastest, so
+    that the engines, the capability versions and the benchmarks see the dtype in force."""
+    for name, model in config.models.items():
+        if model.dtype != AUTO:
+            continue
+        choice = choose_dtype(model.dtype, hardware or detect_hardware())
+        log.info("model '%s': dtype auto -> %s (%s)", name, choice.dtype, choice.reason)
+        model.dtype = choice.dtype
+
+
 def load_config(
-    path: Path | None = None, environ: Mapping[str, str] | None = None
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    hardware: Hardware | None = None,
 ) -> CapServeConfig:
-    """Reads `path` (default: $CAPSERVE_CONFIG or configs/default.yaml) plus env overrides."""
+    """Reads `path` (default: $CAPSERVE_CONFIG or configs/default.yaml) plus env overrides;
+    `dtype: auto` is resolved for `hardware` (default: this machine's)."""
     env = os.environ if environ is None else environ
     config_path = Path(path or env.get("CAPSERVE_CONFIG") or DEFAULT_CONFIG)
     try:
@@ -79,4 +97,5 @@ def load_config(
     if config.models_dir is None:
         cache_home = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         config.models_dir = cache_home / "capserve" / "models"
+    resolve_dtypes(config, hardware)
     return config

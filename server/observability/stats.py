@@ -162,13 +162,15 @@ class ServerStats:
 
 
 def engine_status_section(states: Mapping[str, EngineStatus]) -> dict[str, dict[str, Any]]:
-    """Per engine: its state, whether it serves, its restarts and its last error (a type)."""
+    """Per engine: its state, whether it serves, its restarts, its last error (a type) and the
+    dtype it computes in."""
     return {
         name: {
             "state": status.state,
             "up": status.up,
             "restarts": status.restarts,
             "last_error": status.last_error,
+            "dtype": status.dtype,
         }
         for name, status in sorted(states.items())
     }

@@ -5,13 +5,15 @@ import time
 from pathlib import Path
 
 from bench.servers import _spawn, group_processes, peer_server_command
+from processors.precision import Hardware
 from server.settings import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_peer_servers_mirror_capserves_engine_settings():
-    config = load_config(REPO / "configs" / "default.yaml", environ={})
+    amx = Hardware("cpu", frozenset({"amx_bf16"}))
+    config = load_config(REPO / "configs" / "default.yaml", environ={}, hardware=amx)
     llm = peer_server_command("smollm2", config.models["smollm2"], "/models/llm", 8101)
     assert llm[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
 
@@ -21,7 +23,7 @@ def test_peer_servers_mirror_capserves_engine_settings():
     assert flag(llm, "--model") == "/models/llm"
     assert flag(llm, "--served-model-name") == "smollm2"
     assert flag(llm, "--host") == "127.0.0.1"
-    assert flag(llm, "--dtype") == "float32"
+    assert flag(llm, "--dtype") == "bfloat16"  # capserve's own dtype, auto resolved
     assert flag(llm, "--block-size") == "32"
     assert flag(llm, "--max-model-len") == "2048"
     assert flag(llm, "--runner") == "generate"

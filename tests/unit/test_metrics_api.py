@@ -142,7 +142,7 @@ def test_stats_has_admission_drift_engines_and_tenants(client: TestClient):
         "rejected_total": 0,
     }
     assert stats["engines"]["status"] == {
-        "fake": {"state": "ready", "up": True, "restarts": 0, "last_error": None}
+        "fake": {"state": "ready", "up": True, "restarts": 0, "last_error": None, "dtype": None}
     }
     sentiment = stats["drift"]["capabilities"]["sentiment"]
     assert sentiment["metric"] == "js"

@@ -28,7 +28,7 @@ class StandInLLM:
         self.number = number
         self.dead = False
         self.shutdowns = 0
-        self.model_config = SimpleNamespace(max_model_len=128)
+        self.model_config = SimpleNamespace(max_model_len=128, dtype="torch.bfloat16")
         self.vllm_config = SimpleNamespace(cache_config=SimpleNamespace(block_size=16))
         self.release = asyncio.Event()
 
