@@ -44,11 +44,11 @@ from processors.json_output import GeneratedText
 from processors.questions.processor import PromptTooLongError
 from processors.questions.standalone import JsonPrompt
 from processors.taxonomy import Taxonomy
-from schemas.capability import QUESTION_KINDS
+from schemas.capability import HEAD_KINDS, QUESTION_KINDS
 
 TOP_LOGPROBS = 20  # vLLM's default max_logprobs
 # Kinds that read the request's text embeddings (one /v1/embeddings call per model).
-EMBEDDING_KINDS = ("embedding_similarity", "embedding_head")
+EMBEDDING_KINDS = ("embedding_similarity", *HEAD_KINDS)
 TOKEN_KEY_PREFIX = "token_id:"  # vLLM's key for a top-logprob with return_tokens_as_token_ids
 
 
@@ -344,7 +344,7 @@ class PeerPipeline:
         untrained = [
             spec.name
             for spec in self._registry.specs()
-            if spec.kind == "embedding_head" and not self._questions.has_head(spec.name)
+            if spec.kind in HEAD_KINDS and not self._questions.has_head(spec.name)
         ]
         if untrained:
             names = ", ".join(untrained)

@@ -29,7 +29,7 @@ import numpy as np
 
 from capabilities.spec import CapabilitySpec
 from processors.embedding_similarity import PrototypeText, build_prototypes
-from processors.head_training import fit_head, read_training_file
+from processors.head_training import fit_single_label_head, read_training_file
 from schemas.capability import TrainingDefinition
 from server.commands.train import embed_on_model
 from server.registry_loading import load_registry
@@ -94,7 +94,7 @@ def head_method(spec: CapabilitySpec, c: float, class_weight: Literal["balanced"
     trained = CapabilitySpec.from_definition(definition, spec.source)
 
     def fit(vectors: np.ndarray, labels: Sequence[str]) -> Predict:
-        head = fit_head(trained, vectors, labels)
+        head = fit_single_label_head(trained, vectors, labels)
         return lambda queries: [
             head.classes[int(i)] for i in head.probabilities(queries).argmax(axis=1)
         ]

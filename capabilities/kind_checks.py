@@ -13,10 +13,12 @@ from capabilities.conditions import ConditionError, parse_condition
 from capabilities.formulas import input_refs
 from capabilities.rules import RULE_DETAIL_KEYS
 from capabilities.spec import CapabilitySpec
-from schemas.capability import PROMPT_KINDS, LabelDefinition
+from schemas.capability import HEAD_KINDS, PROMPT_KINDS, LabelDefinition
 
 # Kinds whose answer is one label out of several, with a probability each.
 SINGLE_LABEL_KINDS = ("llm_choice", "embedding_similarity", "embedding_head", "classifier", "rule")
+# Kinds whose answer is every label that passes its own threshold.
+MULTILABEL_KINDS = ("llm_multilabel", "embedding_multilabel")
 # Kinds that take no labels at all.
 UNLABELLED_KINDS = ("llm_score", "llm_json", "formula")
 
@@ -36,7 +38,7 @@ def check_labels(spec: CapabilitySpec) -> list[str]:
         problems.append(f"labels are not unique (a taxonomy's names too): {names}")
     if spec.kind in UNLABELLED_KINDS and d.labels:
         problems.append(f"kind '{spec.kind}' takes no labels")
-    elif spec.kind in ("llm_multilabel", "regex") and not d.labels:
+    elif spec.kind in (*MULTILABEL_KINDS, "regex") and not d.labels:
         problems.append(f"kind '{spec.kind}' needs at least one label")
     elif spec.kind in SINGLE_LABEL_KINDS and spec.kind != "classifier" and len(d.labels) < 2:
         problems.append(f"kind '{spec.kind}' needs at least two labels")
@@ -91,7 +93,7 @@ def check_kind_fields(spec: CapabilitySpec) -> list[str]:
         "group": (d.group is not None, PROMPT_KINDS),
         "prompt": (d.prompt is not None, PROMPT_KINDS),
         "rule": (d.rule is not None, ("rule",)),
-        "training": (d.training is not None, ("embedding_head",)),
+        "training": (d.training is not None, HEAD_KINDS),
         "output_schema": (d.output_schema is not None, ("llm_json",)),
         "label_field": (d.label_field is not None, ("llm_json",)),
         "formula": (d.formula is not None, ("formula",)),
@@ -122,7 +124,7 @@ def check_kind_fields(spec: CapabilitySpec) -> list[str]:
         )
     if spec.kind == "llm_json" and d.output_schema is not None:
         problems += _check_output_schema(spec)
-    if spec.kind == "embedding_head":
+    if spec.kind in HEAD_KINDS:
         problems += _check_training(spec)
     if d.rule is not None:
         problems += _check_rule_details(spec)
@@ -165,7 +167,7 @@ def _check_output_schema(spec: CapabilitySpec) -> list[str]:
 
 
 def training_data_path(spec: CapabilitySpec) -> Path | None:
-    """The JSONL file of an embedding_head's examples, beside its YAML file."""
+    """The JSONL file of a head's examples, beside its YAML file."""
     training = spec.definition.training
     if training is None or training.data is None:
         return None
@@ -176,7 +178,7 @@ def _check_training(spec: CapabilitySpec) -> list[str]:
     path = training_data_path(spec)
     has_examples = any(label.examples for label in spec.definition.labels)
     if path is None and not has_examples:
-        return ["kind 'embedding_head' needs examples: training.data or the labels' examples"]
+        return [f"kind '{spec.kind}' needs examples: training.data or the labels' examples"]
     if path is not None and not path.is_file():
         return [f"training.data: {path.name} is not a file beside {spec.source.name}"]
     return []

@@ -29,6 +29,7 @@ RUNNER_FOR_KIND: Mapping[str, str | None] = {
     "llm_json": "generate",
     "embedding_similarity": "pooling",
     "embedding_head": "pooling",
+    "embedding_multilabel": "pooling",
     "classifier": "pooling",
     "regex": None,
     "formula": None,
@@ -224,7 +225,7 @@ def _groups(
 
 
 def _data_hash(spec: CapabilitySpec) -> str:
-    """A hash of the training data file an embedding_head learns from ("" when none)."""
+    """A hash of the training data file a head learns from ("" when none)."""
     path = training_data_path(spec)
     return short_hash(path.read_bytes().decode("utf-8", "replace")) if path else ""
 

@@ -1,5 +1,6 @@
-"""Builds the result of a single-label capability from its label probabilities, with the
-extras its definition asks for (a score from label values, seed 000's top-two fields)."""
+"""Builds a capability's result from its label probabilities: single-label, with the extras
+its definition asks for (a score from label values, seed 000's top-two fields), or multilabel,
+where each label passes on its own threshold."""
 
 from __future__ import annotations
 
@@ -43,3 +44,28 @@ def single_label_result(
     result = result_from_probabilities(spec.name, spec.version, probabilities, details)
     fields = top_two_fields(spec, probabilities) if spec.definition.top_two_fields else None
     return dataclasses.replace(result, score=label_value_score(spec, probabilities), fields=fields)
+
+
+def multilabel_result(
+    spec: CapabilitySpec,
+    probabilities: Mapping[str, float],
+    details: Mapping[str, Any] | None = None,
+) -> CapabilityResult:
+    """Independent label probabilities: `labels` holds those at or above their threshold, most
+    probable first, and `label` the most probable of them (None when none passes)."""
+    passing = sorted(
+        (label.name for label in spec.labels if probabilities[label.name] >= label.threshold),
+        key=lambda name: -probabilities[name],
+    )
+    # Confidence in the answer as a whole: each label's decision is as sure as its distance
+    # from a coin flip; the least sure one bounds the answer.
+    confidence = min(max(p, 1.0 - p) for p in probabilities.values())
+    return CapabilityResult(
+        capability=spec.name,
+        version=spec.version,
+        label=passing[0] if passing else None,
+        confidence=confidence,
+        probabilities=dict(probabilities),
+        details=dict(details or {}),
+        labels=tuple(passing),
+    )

@@ -33,6 +33,7 @@ _FORM_OF_KIND: dict[str, Form] = {
     "classifier": "single_label",
     "rule": "single_label",
     "llm_multilabel": "multilabel",
+    "embedding_multilabel": "multilabel",
     "llm_score": "score",
     "formula": "score",
     # A regex is evaluated on its count of matches (e.g. number_of_few_shots).

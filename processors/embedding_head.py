@@ -1,4 +1,5 @@
-"""The `embedding_head` processor: a logistic regression over the shared text embedding.
+"""The head processor: a logistic regression over the shared text embedding, one label per
+text (`embedding_head`) or each label on its own (`embedding_multilabel`).
 
 The head is ready once per capability version, at first use (the warm-up's, so at load time):
 the head `capserve train` saved beside the YAML when it was trained for this version, or else
@@ -13,13 +14,24 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from capabilities.outputs import single_label_result
+from capabilities.outputs import multilabel_result, single_label_result
+from capabilities.results import CapabilityResult
 from capabilities.spec import CapabilitySpec
 from processors.base import ItemFailure, ItemOutcome, PerVersion, ProcessorInput, WindowContext
 from processors.embedding_similarity import EmbeddingSimilarityProcessor
 from processors.head_training import Head, embedded_examples, fit_head, load_saved_head
 
 log = logging.getLogger(__name__)
+
+
+def head_result(
+    spec: CapabilitySpec, head: Head, row: np.ndarray, details: dict[str, object] | None = None
+) -> CapabilityResult:
+    """The result of one text from its row of `head.probabilities`."""
+    probabilities = {name: float(p) for name, p in zip(head.classes, row.tolist(), strict=True)}
+    if head.multilabel:
+        return multilabel_result(spec, probabilities, details)
+    return single_label_result(spec, probabilities, details)
 
 
 class EmbeddingHeadProcessor:
@@ -41,7 +53,7 @@ class EmbeddingHeadProcessor:
                 log.info("'%s': loaded the saved head (%d examples)", spec.name, saved.examples)
                 return saved
             vectors, examples = await embedded_examples(spec, embed)
-            head = await asyncio.to_thread(fit_head, spec, vectors, examples.labels)
+            head = await asyncio.to_thread(fit_head, spec, vectors, examples)
             log.info("'%s': trained a head on %d examples", spec.name, head.examples)
             return head
 
@@ -60,7 +72,5 @@ class EmbeddingHeadProcessor:
             if isinstance(vector, ItemFailure):
                 outcomes.append(vector)
                 continue
-            row = next(rows)
-            probabilities = {name: float(p) for name, p in zip(head.classes, row, strict=True)}
-            outcomes.append(single_label_result(spec, probabilities, details))
+            outcomes.append(head_result(spec, head, next(rows), details))
         return await self.similarity.refuse_overflow(spec, inputs, outcomes)

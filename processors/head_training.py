@@ -1,8 +1,11 @@
-"""An `embedding_head`'s examples, its fitted logistic regression, and the saved head file.
+"""A head's examples, its fitted logistic regression, and the saved head file.
 
-Examples are the rows of `training.data` (JSONL beside the YAML, one {"text", "label"} a line)
-plus the labels' `examples`. Problems name the line number, never the text. Fitting and
-cross-validation are plain (blocking) functions: callers on the event loop run them in a thread.
+`embedding_head` fits one multinomial regression (one label per text); `embedding_multilabel`
+one binary regression per label (each text has any number of the labels). Examples are the rows
+of `training.data` (JSONL beside the YAML, one {"text", "label"} a line, or {"text", "labels"}
+for a multilabel head) plus the labels' `examples`. Problems name the line number, never the
+text. Fitting and cross-validation are plain (blocking) functions: callers on the event loop run
+them in a thread.
 """
 
 from __future__ import annotations
@@ -46,82 +49,126 @@ class TrainingDataError(ValueError):
 @dataclass(frozen=True)
 class TrainingSet:
     texts: tuple[str, ...]
-    labels: tuple[str, ...]
+    # Each text's labels: exactly one for a single-label head, any number for a multilabel one.
+    label_sets: tuple[tuple[str, ...], ...]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Each text's one label (single-label heads)."""
+        return tuple(labels[0] for labels in self.label_sets)
 
 
-def _parse_row(number: int, raw: str, known: Sequence[str]) -> tuple[str, str] | str:
-    """(text, label), or the problem with this line."""
+def _unknown_label(number: int, label: str, known: Sequence[str]) -> str:
+    shown = label if len(label) <= 40 else label[:37] + "..."
+    return f"line {number}: label {shown!r} is not one of the labels ({', '.join(known)})"
+
+
+def _parse_row(
+    number: int, raw: str, known: Sequence[str], multilabel: bool
+) -> tuple[str, tuple[str, ...]] | str:
+    """(text, its labels), or the problem with this line."""
     try:
         row = json.loads(raw)
     except json.JSONDecodeError as exc:
         return f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
     if not isinstance(row, dict):
         return f"line {number}: must be a JSON object, not {type(row).__name__}"
-    extra = sorted(set(row) - {"text", "label"})
+    key = "labels" if multilabel else "label"
+    extra = sorted(set(row) - {"text", key})
     if extra:
         return f"line {number}: unknown keys {extra}"
-    text, label = row.get("text"), row.get("label")
+    text = row.get("text")
     if not isinstance(text, str) or not text.strip():
         return f"line {number}: 'text' must be a non-empty string"
-    if not isinstance(label, str):
+    value = row.get(key)
+    if multilabel:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return f"line {number}: 'labels' must be a list of strings ([] for none)"
+        labels = tuple(dict.fromkeys(value))
+    elif isinstance(value, str):
+        labels = (value,)
+    else:
         return f"line {number}: 'label' must be a string"
-    if label not in known:
-        shown = label if len(label) <= 40 else label[:37] + "..."
-        return f"line {number}: label {shown!r} is not one of the labels ({', '.join(known)})"
-    return text, label
+    unknown = [label for label in labels if label not in known]
+    return _unknown_label(number, unknown[0], known) if unknown else (text, labels)
 
 
-def read_training_file(path: Path, known: Sequence[str]) -> TrainingSet:
+def read_training_file(path: Path, known: Sequence[str], multilabel: bool = False) -> TrainingSet:
     """Every row of a training JSONL file; raises TrainingDataError listing every problem."""
     texts: list[str] = []
-    labels: list[str] = []
+    label_sets: list[tuple[str, ...]] = []
     problems: list[str] = []
     with path.open(encoding="utf-8") as lines:
         for number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
-            parsed = _parse_row(number, raw, known)
+            parsed = _parse_row(number, raw, known, multilabel)
             if isinstance(parsed, str):
                 problems.append(parsed)
             else:
                 texts.append(parsed[0])
-                labels.append(parsed[1])
+                label_sets.append(parsed[1])
     if problems:
         raise TrainingDataError(path.name, problems)
-    return TrainingSet(tuple(texts), tuple(labels))
+    return TrainingSet(tuple(texts), tuple(label_sets))
+
+
+def is_multilabel(spec: CapabilitySpec) -> bool:
+    return spec.kind == "embedding_multilabel"
 
 
 def training_set(spec: CapabilitySpec) -> TrainingSet:
-    """The file's rows and the labels' examples; every label needs one at least."""
+    """The file's rows and the labels' examples. Every label needs an example; a multilabel
+    head also needs, for every label, an example without it."""
     path = training_data_path(spec)
-    from_file = read_training_file(path, spec.label_names) if path else TrainingSet((), ())
+    multilabel = is_multilabel(spec)
+    from_file = (
+        read_training_file(path, spec.label_names, multilabel) if path else TrainingSet((), ())
+    )
     texts = [*from_file.texts, *(e for label in spec.labels for e in label.examples)]
-    labels = [*from_file.labels, *(label.name for label in spec.labels for _ in label.examples)]
-    missing = [name for name in spec.label_names if name not in labels]
+    label_sets = [
+        *from_file.label_sets,
+        *((label.name,) for label in spec.labels for _ in label.examples),
+    ]
+    problems = []
+    missing = [name for name in spec.label_names if not any(name in ls for ls in label_sets)]
     if missing:
-        raise TrainingDataError(f"capability '{spec.name}'", [f"labels {missing} have no examples"])
-    return TrainingSet(tuple(texts), tuple(labels))
+        problems.append(f"labels {missing} have no examples")
+    if multilabel:
+        always = [name for name in spec.label_names if all(name in ls for ls in label_sets)]
+        if always:
+            problems.append(f"labels {always} have no example without them")
+    if problems:
+        raise TrainingDataError(f"capability '{spec.name}'", problems)
+    return TrainingSet(tuple(texts), tuple(label_sets))
 
 
 @dataclass(frozen=True)
 class Head:
-    """A multinomial logistic regression over unit-normalised embeddings, one row per class."""
+    """A logistic regression over unit-normalised embeddings, one row per class: multinomial
+    (the classes' probabilities sum to 1), or with `multilabel` one binary regression per class
+    (each probability on its own)."""
 
     classes: tuple[str, ...]
     coefficients: np.ndarray  # (classes, dim)
     intercepts: np.ndarray  # (classes,)
     version: str  # the capability version it was trained for
     examples: int
+    multilabel: bool = False
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """(texts, dim) -> (texts, classes)."""
-        return softmax_rows(unit_rows(vectors) @ self.coefficients.T + self.intercepts)
+        logits = unit_rows(vectors) @ self.coefficients.T + self.intercepts
+        if self.multilabel:
+            return np.asarray(1.0 / (1.0 + np.exp(-logits)))
+        return softmax_rows(logits)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": self.version,
             "examples": self.examples,
             "classes": list(self.classes),
+            "multilabel": self.multilabel,
             "coefficients": self.coefficients.tolist(),
             "intercepts": self.intercepts.tolist(),
         }
@@ -133,7 +180,14 @@ class Head:
         classes = tuple(str(c) for c in data["classes"])
         if coefficients.shape[0] != len(classes) or intercepts.shape != (len(classes),):
             raise ValueError("head file: coefficients and intercepts do not match the classes")
-        return cls(classes, coefficients, intercepts, str(data["version"]), int(data["examples"]))
+        return cls(
+            classes,
+            coefficients,
+            intercepts,
+            str(data["version"]),
+            int(data["examples"]),
+            bool(data.get("multilabel", False)),
+        )
 
 
 def _classifier(spec: CapabilitySpec) -> Any:
@@ -145,8 +199,39 @@ def _classifier(spec: CapabilitySpec) -> Any:
     return LogisticRegression(C=c, class_weight=class_weight, max_iter=MAX_ITER)
 
 
-def fit_head(spec: CapabilitySpec, vectors: np.ndarray, labels: Sequence[str]) -> Head:
-    """Fits the head (blocking: run it in a thread). Classes follow the capability's labels."""
+def fit_head(spec: CapabilitySpec, vectors: np.ndarray, examples: TrainingSet) -> Head:
+    """Fits the head of the capability's kind (blocking: run it in a thread)."""
+    if is_multilabel(spec):
+        return fit_multilabel_head(spec, vectors, examples.label_sets)
+    return fit_single_label_head(spec, vectors, examples.labels)
+
+
+def _has_label(label_sets: Sequence[Sequence[str]], name: str) -> list[bool]:
+    return [name in labels for labels in label_sets]
+
+
+def fit_multilabel_head(
+    spec: CapabilitySpec, vectors: np.ndarray, label_sets: Sequence[Sequence[str]]
+) -> Head:
+    """One binary regression per label (label present or not), in the capability's order."""
+    units = unit_rows(vectors)
+    rows, intercepts = [], []
+    for name in spec.label_names:
+        model = _classifier(spec).fit(units, _has_label(label_sets, name))
+        rows.append(np.asarray(model.coef_[0], dtype=np.float64))
+        intercepts.append(float(model.intercept_[0]))
+    return Head(
+        spec.label_names,
+        np.vstack(rows),
+        np.asarray(intercepts, dtype=np.float64),
+        spec.version,
+        len(label_sets),
+        multilabel=True,
+    )
+
+
+def fit_single_label_head(spec: CapabilitySpec, vectors: np.ndarray, labels: Sequence[str]) -> Head:
+    """One multinomial regression; its classes follow the capability's labels."""
     model = _classifier(spec).fit(unit_rows(vectors), list(labels))
     order = [list(model.classes_).index(name) for name in spec.label_names]
     coefficients = np.asarray(model.coef_, dtype=np.float64)
@@ -157,6 +242,41 @@ def fit_head(spec: CapabilitySpec, vectors: np.ndarray, labels: Sequence[str]) -
         coefficients = np.vstack([-coefficients[0] / 2, coefficients[0] / 2])
         intercepts = np.array([-intercepts[0] / 2, intercepts[0] / 2])
     return Head(spec.label_names, coefficients[order], intercepts[order], spec.version, len(labels))
+
+
+def cross_validation_report(
+    spec: CapabilitySpec, vectors: np.ndarray, examples: TrainingSet
+) -> str:
+    """The stratified k-fold figure of the head's kind: accuracy, or each label's F1."""
+    if not is_multilabel(spec):
+        accuracy, folds = cross_validated_accuracy(spec, vectors, examples.labels)
+        return f"{folds}-fold stratified cross-validated accuracy {accuracy:.3f}"
+    scores = cross_validated_f1(spec, vectors, examples.label_sets)
+    shown = ", ".join(f"{name} {f1:.3f}" for name, (f1, _folds) in scores.items())
+    folds = min(folds for _f1, folds in scores.values())
+    return f"{folds}-fold stratified cross-validated F1 per label: {shown}"
+
+
+def cross_validated_f1(
+    spec: CapabilitySpec, vectors: np.ndarray, label_sets: Sequence[Sequence[str]]
+) -> dict[str, tuple[float, int]]:
+    """Each label's binary head: its F1 over k stratified folds (k = 5, or fewer), and k."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    units = unit_rows(vectors)
+    scores: dict[str, tuple[float, int]] = {}
+    for name in spec.label_names:
+        target = _has_label(label_sets, name)
+        folds = min(CROSS_VALIDATION_FOLDS, sum(target), len(target) - sum(target))
+        if folds < 2:
+            raise TrainingDataError(
+                f"capability '{spec.name}'",
+                [f"cross-validation needs two examples with and two without '{name}'"],
+            )
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+        f1 = cross_val_score(_classifier(spec), units, target, cv=splitter, scoring="f1")
+        scores[name] = (float(np.mean(f1)), folds)
+    return scores
 
 
 def cross_validated_accuracy(
@@ -196,7 +316,8 @@ def load_saved_head(spec: CapabilitySpec) -> Head | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("'%s': saved head %s unreadable (%s)", spec.name, path.name, type(exc).__name__)
         return None
-    return head if head.version == spec.version and head.classes == spec.label_names else None
+    fits = head.classes == spec.label_names and head.multilabel == is_multilabel(spec)
+    return head if head.version == spec.version and fits else None
 
 
 Embed = Callable[[Sequence[str]], Awaitable[np.ndarray]]

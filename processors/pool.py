@@ -29,6 +29,7 @@ from processors.regex import RegexProcessor
 from processors.rule import RuleProcessor
 from processors.supervisor import EngineSpec, EngineSupervisor
 from processors.taxonomy import TaxonomyProcessor
+from schemas.capability import HEAD_KINDS
 from schemas.config import ModelConfig, PromptingConfig, SupervisorConfig
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,8 @@ class ProcessorPool:
             return self._processor("llm_question", engine, generation)
         if spec.kind == "embedding_similarity" and any(lb.children for lb in spec.labels):
             return self._processor("taxonomy", engine, generation)
+        if spec.kind in HEAD_KINDS:  # one head processor for either kind of head
+            return self._processor("embedding_head", engine, generation)
         return self._processor(spec.kind, engine, generation)
 
     def _engine(self, model: str, generation: int) -> Engine | None:

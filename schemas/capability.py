@@ -13,6 +13,7 @@ CapabilityKind = Literal[
     "llm_json",
     "embedding_similarity",
     "embedding_head",
+    "embedding_multilabel",
     "classifier",
     "regex",
     "formula",
@@ -22,6 +23,8 @@ CapabilityKind = Literal[
 QUESTION_KINDS = ("llm_choice", "llm_multilabel", "llm_score")
 # The kinds with an LLM prompt (instructions, cue, answer prefix), laid out shared or own.
 PROMPT_KINDS = (*QUESTION_KINDS, "llm_json")
+# The kinds that fit a logistic regression on the text embedding from labeled examples.
+HEAD_KINDS = ("embedding_head", "embedding_multilabel")
 # Built-in patterns of kind `regex`, each with a validity check beyond the pattern.
 BuiltinPattern = Literal["email", "phone", "credit_card", "iban"]
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -39,7 +42,8 @@ class LabelDefinition(_Strict):
     examples: tuple[str, ...] = ()
     # llm_multilabel: the yes/no question asked about the text for this label.
     question: str | None = Field(default=None, min_length=1)
-    # llm_multilabel: the label is reported when P(yes) / (P(yes) + P(no)) reaches this.
+    # llm_multilabel: the label is reported when P(yes) / (P(yes) + P(no)) reaches this;
+    # embedding_multilabel: when the label's own head gives it this probability.
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     # embedding_similarity: the label's sub-labels (a taxonomy). Each level is classified among
     # the children of the node chosen above it; the result is the path.
@@ -119,10 +123,12 @@ class RuleDefinition(_Strict):
 
 
 class TrainingDefinition(_Strict):
-    """embedding_head: where its labeled examples come from, and how the head is fitted."""
+    """embedding_head, embedding_multilabel: where the labeled examples come from, and how the
+    head is fitted."""
 
-    # A JSONL file beside the YAML, one {"text": ..., "label": ...} per line; the labels'
-    # `examples` are used too.
+    # A JSONL file beside the YAML, one {"text": ..., "label": ...} per line (for
+    # embedding_multilabel {"text": ..., "labels": [...]}, [] for a text with none of them);
+    # the labels' `examples` are used too.
     data: str | None = Field(default=None, min_length=1)
     # Inverse regularisation strength of the logistic regression.
     c: float = Field(default=1.0, gt=0.0)
@@ -178,7 +184,7 @@ class CapabilityDefinition(_Strict):
     # fields (seed 000's task_type fields); `<name>_2` is "NA" below second_min.
     top_two_fields: bool = False
     second_min: float = Field(default=0.1, ge=0.0, le=1.0)
-    # embedding_head: its training data and settings.
+    # embedding_head, embedding_multilabel: its training data and settings.
     training: TrainingDefinition | None = None
     # llm_json: the JSON schema the output must follow (vLLM structured outputs).
     output_schema: dict[str, Any] | None = None

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from capabilities.outputs import single_label_result
+from capabilities.outputs import multilabel_result, single_label_result
 from capabilities.results import CapabilityResult, normalise
 from capabilities.spec import CapabilitySpec
 
@@ -147,23 +147,7 @@ def read_multilabel(
         label.name: yes_probability(tokens, step)
         for label, step in zip(spec.labels, steps, strict=True)
     }
-    passing = sorted(
-        (label.name for label in spec.labels if probabilities[label.name] >= label.threshold),
-        key=lambda name: -probabilities[name],
-    )
-    top = passing[0] if passing else None
-    # Confidence in the answer as a whole: each label's decision is as sure as its distance
-    # from a coin flip; the least sure one bounds the answer.
-    confidence = min(max(p, 1.0 - p) for p in probabilities.values())
-    return CapabilityResult(
-        capability=spec.name,
-        version=spec.version,
-        label=top,
-        confidence=confidence,
-        probabilities=probabilities,
-        details={"scoring": "yes_no", **(details or {})},
-        labels=tuple(passing),
-    )
+    return multilabel_result(spec, probabilities, {"scoring": "yes_no", **(details or {})})
 
 
 def read_score(

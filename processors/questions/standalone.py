@@ -26,6 +26,7 @@ from capabilities.registry import CapabilityRegistry
 from capabilities.results import CapabilityResult
 from capabilities.rules import evaluate_rule
 from capabilities.spec import CapabilitySpec
+from processors.embedding_head import head_result
 from processors.embedding_similarity import (
     label_prototypes,
     similarity_probabilities,
@@ -247,12 +248,11 @@ class StandaloneQuestions:
         return True
 
     def read_head(self, capability: str, text_vector: Sequence[float]) -> CapabilityResult:
-        """An embedding_head's result from the head `capserve train` saved for its version."""
+        """A head's result from the head `capserve train` saved for its version."""
         spec = self._registry.get(capability)
         head = self._head(capability)
         row = head.probabilities(unit_vector(text_vector)[np.newaxis, :])[0]
-        probabilities = {name: float(p) for name, p in zip(head.classes, row, strict=True)}
-        return single_label_result(spec, probabilities)
+        return head_result(spec, head, row)
 
     def _head(self, capability: str) -> Head:
         if capability not in self._heads:

@@ -1,8 +1,10 @@
-"""`capserve train NAME`: fits an embedding_head capability and saves its head beside the YAML.
+"""`capserve train NAME`: fits a head capability (`embedding_head`, `embedding_multilabel`) and
+saves its head beside the YAML.
 
 Starts only the capability's embedding engine, embeds the examples, prints the 5-fold stratified
-cross-validated accuracy on them, fits the head on all of them and writes `<name>.head.json`
-(classes, coefficients, intercepts, and the capability version it was trained for). The server
+cross-validated accuracy on them (each label's F1 for a multilabel head), fits the head on all
+of them and writes `<name>.head.json` (classes, coefficients, intercepts, and the capability
+version it was trained for). The server
 then loads that head at first use instead of training it, as long as the version matches.
 """
 
@@ -22,7 +24,7 @@ from processors.embedding_similarity import EmbeddingSimilarityProcessor
 from processors.engines import apply_engine_env
 from processors.head_training import (
     TrainingDataError,
-    cross_validated_accuracy,
+    cross_validation_report,
     fit_head,
     head_path,
     save_head,
@@ -30,13 +32,14 @@ from processors.head_training import (
 )
 from processors.model_store import ModelNotReadyError
 from processors.pool import ProcessorPool
+from schemas.capability import HEAD_KINDS
 from schemas.config import CapServeConfig
 from server.registry_loading import load_registry
 from server.settings import load_config
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="the embedding_head capability to train")
+    parser.add_argument("name", help="the embedding_head or embedding_multilabel capability")
 
 
 async def embed_on_model(
@@ -60,15 +63,13 @@ async def train(config: CapServeConfig, spec: CapabilitySpec) -> str:
     examples = await asyncio.to_thread(training_set, spec)
     what = f"the examples of '{spec.name}'"
     vectors = await embed_on_model(config, spec.model, examples.texts, what)
-    accuracy, folds = await asyncio.to_thread(
-        cross_validated_accuracy, spec, vectors, examples.labels
-    )
-    head = await asyncio.to_thread(fit_head, spec, vectors, examples.labels)
+    report = await asyncio.to_thread(cross_validation_report, spec, vectors, examples)
+    head = await asyncio.to_thread(fit_head, spec, vectors, examples)
     path = head_path(spec)
     await asyncio.to_thread(save_head, path, head)
     return (
-        f"{spec.name}: {folds}-fold stratified cross-validated accuracy {accuracy:.3f} "
-        f"on {len(examples.labels)} examples; head for version {spec.version} written to {path}"
+        f"{spec.name}: {report} on {len(examples.texts)} examples; "
+        f"head for version {spec.version} written to {path}"
     )
 
 
@@ -79,9 +80,10 @@ def run_train(args: argparse.Namespace) -> int:
     except (CapabilityConfigError, UnknownCapabilityError) as exc:
         print(f"capserve train: {exc}", file=sys.stderr)
         return 2
-    if spec.kind != "embedding_head":
+    if spec.kind not in HEAD_KINDS:
         print(
-            f"capserve train: '{spec.name}' is of kind {spec.kind}; only embedding_head trains",
+            f"capserve train: '{spec.name}' is of kind {spec.kind}; only "
+            f"{' and '.join(HEAD_KINDS)} train",
             file=sys.stderr,
         )
         return 2

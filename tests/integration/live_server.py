@@ -95,20 +95,27 @@ def _merge(tree: dict[str, Any], overrides: Mapping[str, Any]) -> None:
             tree[key] = value
 
 
+# The LLM question (llm_multilabel, two prompts per text) the engine tests ask for.
+LLM_QUESTION = "t_safety"
+LLM_QUESTION_FILE = "t_safety.yaml"
+
+
 def write_config(
     folder: Path,
     overrides: Mapping[str, Any] | None = None,
     test_capabilities: bool = True,
     extra_models: Mapping[str, Any] | None = None,
+    llm_question: bool = True,
 ) -> Path:
     """configs/default.yaml with `overrides` merged in, reading its capabilities from a copy of
-    the shipped pack (plus, with `test_capabilities`, the test-only ones) in `folder`."""
+    the shipped pack (plus, with `test_capabilities`, the test-only ones; with `llm_question`
+    at least `t_safety`, an LLM question for the engine tests) in `folder`."""
     capabilities = folder / "capabilities"
     shutil.copytree(REPO / "configs/capabilities", capabilities)
-    if test_capabilities:
-        for path in sorted(TEST_CAPABILITIES.glob("*")):
-            if path.is_file():
-                shutil.copy(path, capabilities / path.name)
+    for path in sorted(TEST_CAPABILITIES.glob("*")):
+        wanted = test_capabilities or (llm_question and path.name == LLM_QUESTION_FILE)
+        if path.is_file() and wanted:
+            shutil.copy(path, capabilities / path.name)
     config = yaml.safe_load((REPO / "configs/default.yaml").read_text())
     config["capabilities_dir"] = str(capabilities)
     config["models"].update(extra_models or {})

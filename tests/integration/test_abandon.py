@@ -3,7 +3,7 @@ requests of its texts are aborted at once, while the other caller of the same wi
 gets its complete answer.
 
 Two requests share one window (a fixed window long enough to hold both) and one LLM step
-("safety": two prompts per text): a big one of long texts with a short timeout_ms, and a small
+(t_safety: two prompts per text): a big one of long texts with a short timeout_ms, and a small
 one without. At the big one's deadline its prompts are still at the engine; from then on the
 engine only finishes the small one's prompts, its requests in flight drop to the small one's
 share, and the small one gets a 200 that is not partial.
@@ -20,13 +20,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.live_server import LiveServer, start_server, write_config
+from tests.integration.live_server import LLM_QUESTION, LiveServer, start_server, write_config
 from tests.integration.log_canary import canary_text
 
 pytestmark = pytest.mark.slow
 
-CAPABILITY = "safety"  # llm_multilabel: one prompt per label
-PROMPTS_PER_TEXT = 2  # safety's labels
+CAPABILITY = LLM_QUESTION  # llm_multilabel: one prompt per label
+PROMPTS_PER_TEXT = 2  # its labels
 ENGINE = "smollm2"
 BIG_TEXTS = 30  # some 40k prompt tokens: they fit the KV cache (about 46k)
 SMALL_TEXTS = 2

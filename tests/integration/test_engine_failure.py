@@ -21,7 +21,7 @@ import httpx
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-from tests.integration.live_server import LiveServer, start_server, write_config
+from tests.integration.live_server import LLM_QUESTION, LiveServer, start_server, write_config
 from tests.integration.log_canary import LOG_CANARY, canary_text
 
 pytestmark = pytest.mark.slow
@@ -159,7 +159,7 @@ def crash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
         live.stop(signal.SIGKILL)
 
 
-LLM_AND_MINILM = ("safety", "sentiment")
+LLM_AND_MINILM = (LLM_QUESTION, "sentiment")
 MINILM_ONLY = ("sentiment",)
 
 

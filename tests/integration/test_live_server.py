@@ -184,7 +184,7 @@ def test_naive_mode_runs_each_request_on_its_own(server: LiveServer):
 
 def test_engines_are_built_once_not_per_request(client: httpx.Client):
     for i in range(5):
-        classify(client, [f"Engine reuse check {i}"], ["safety", "topic"])
+        classify(client, [f"Engine reuse check {i}"], ["t_safety", "topic"])
     stats = client.get("/stats").json()
     health = client.get("/health").json()
     assert stats["engines"]["constructions"] == len(health["engines"])  # one per model

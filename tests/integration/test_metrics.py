@@ -12,7 +12,7 @@ import pytest
 from tests.integration.log_canary import canary_text
 from tests.prometheus_text import Samples, families, parse_samples, total, value
 
-CAPABILITIES = ["sentiment", "pii", "safety"]
+CAPABILITIES = ["sentiment", "pii", "t_safety"]
 FAMILIES = {
     "capserve_request_duration_seconds",
     "capserve_errors",
@@ -120,8 +120,8 @@ def test_window_capability_and_label_metrics_moved(traffic: dict[str, Any]):
         assert moved(traffic, "capserve_labels_total", capability=capability) >= 3
     # The text with an email address is counted under pii's email label.
     assert moved(traffic, "capserve_labels_total", capability="pii", label="email") == 1
-    # The engines did work for sentiment (MiniLM) and safety (SmolLM2).
-    assert moved(traffic, "capserve_capability_seconds_sum", capability="safety") > 0
+    # The engines did work for sentiment (MiniLM) and t_safety (SmolLM2).
+    assert moved(traffic, "capserve_capability_seconds_sum", capability="t_safety") > 0
 
 
 def test_cache_engine_and_admission_gauges(traffic: dict[str, Any]):

@@ -24,12 +24,12 @@ import httpx
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-from tests.integration.live_server import LiveServer, start_server, write_config
+from tests.integration.live_server import LLM_QUESTION, LiveServer, start_server, write_config
 from tests.integration.log_canary import canary_text
 
 pytestmark = pytest.mark.slow
 
-CAPABILITIES = ["sentiment", "safety"]  # one per engine: MiniLM and the LLM
+CAPABILITIES = ["sentiment", LLM_QUESTION]  # one per engine: MiniLM and the LLM
 MAX_ADMITTED_TEXTS = 48
 TEXTS_PER_REQUEST = 4
 MAX_TEXTS_PER_REQUEST = 256  # limits.max_texts_per_request
@@ -326,12 +326,12 @@ def test_texts_over_the_context_are_truncated_or_refused_never_a_500(
     with httpx.Client(base_url=overload_server.url, timeout=CLIENT_TIMEOUT_S) as client:
         wait_until_idle(client, "smollm2", 120)
         truncated = client.post(
-            "/classify", json={"texts": [long_text], "capabilities": ["safety", "sentiment"]}
+            "/classify", json={"texts": [long_text], "capabilities": [LLM_QUESTION, "sentiment"]}
         )
         assert truncated.status_code == 200, truncated.text
         (result,) = truncated.json()["results"]
         assert result["error"] is None
-        assert result["results"]["safety"]["details"].get("truncated") is True
+        assert result["results"][LLM_QUESTION]["details"].get("truncated") is True
         mixed = client.post(
             "/classify",
             json={"texts": [texts("ok", 1)[0], long_text], "capabilities": ["t_refuse_long"]},

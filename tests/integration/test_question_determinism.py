@@ -63,3 +63,37 @@ async def test_a_text_gets_the_same_answer_alone_and_in_a_full_window():
     for job in full[1:]:
         for name in questions:
             same(first[name], job.per_text[1][name])
+
+
+PACK = [
+    "safety",
+    "alerts",
+    "sentiment",
+    "task_type",
+    "topic",
+    "complexity",
+    "route",
+    "recommendations",
+]
+
+
+async def test_the_shipped_pack_answers_alike_alone_and_in_full_windows_that_release_slots():
+    """The shipped configuration as it runs (dtype auto, windows freeing their slot once their
+    engine work is sent, so several windows interleave on the engines), the cache off."""
+    config = load_config(
+        REPO / "configs/default.yaml", environ={"CAPSERVE__CACHE__ENABLED": "false"}
+    )
+    config.server.warmup = False
+    assert config.batching.release_slot_on_submit
+    runtime = Runtime.build(config)
+    await runtime.start()
+    try:
+        alone = await runtime.classify([TEXT], PACK)
+        full = await asyncio.gather(*(runtime.classify([text, TEXT], PACK) for text in OTHERS * 4))
+    finally:
+        await runtime.stop()
+    windows = {job.window.id for job in full if job.window is not None}
+    assert 1 < len(windows) < len(full)  # several windows, each shared by requests
+    for job in full:
+        for name in PACK:
+            same(alone.per_text[0][name], job.per_text[1][name])

@@ -46,7 +46,7 @@ def fake_result(spec: CapabilitySpec, text: str) -> CapabilityResult:
     if spec.kind == "llm_score":
         score = digest[0] / 255
         return CapabilityResult(spec.name, spec.version, None, 1.0, {}, score=score)
-    if spec.kind == "llm_multilabel":
+    if spec.kind in ("llm_multilabel", "embedding_multilabel"):
         probabilities = {label: fake_probabilities(spec, text)[label] for label in spec.label_names}
         passing = tuple(name for name, p in probabilities.items() if p >= 0.5)
         top = passing[0] if passing else None

@@ -34,7 +34,7 @@ from processors.head_training import (
     Head,
     TrainingDataError,
     cross_validated_accuracy,
-    fit_head,
+    fit_single_label_head,
     head_path,
     load_saved_head,
     read_training_file,
@@ -376,7 +376,7 @@ def head_spec(tmp_path: Path, labels: Sequence[Any], **training: Any) -> Capabil
 def test_fit_head_separates_clusters_in_the_capabilitys_label_order(tmp_path):
     spec = head_spec(tmp_path, ["zeta", "alpha", "mid"], c=10.0)
     vectors, labels = clusters(10, ["zeta", "alpha", "mid"])
-    head = fit_head(spec, vectors, labels)
+    head = fit_single_label_head(spec, vectors, labels)
     assert head.classes == ("zeta", "alpha", "mid")
     assert head.version == spec.version and head.examples == 30
     tests, gold = clusters(5, ["zeta", "alpha", "mid"], seed=1)
@@ -390,7 +390,7 @@ def test_a_two_class_head_gives_sklearns_probabilities(tmp_path):
 
     spec = head_spec(tmp_path, ["yes", "no"], c=1.0, class_weight=None)
     vectors, labels = clusters(8, ["no", "yes"])
-    head = fit_head(spec, vectors, labels)
+    head = fit_single_label_head(spec, vectors, labels)
     reference = LogisticRegression(C=1.0, max_iter=5000).fit(vectors, labels)
     expected = reference.predict_proba(vectors)  # columns in sklearn's order: no, yes
     np.testing.assert_allclose(head.probabilities(vectors)[:, [1, 0]], expected, atol=1e-6)
@@ -459,7 +459,7 @@ def test_every_label_needs_an_example(tmp_path):
 def test_a_saved_head_is_used_only_for_its_version(tmp_path):
     spec = head_spec(tmp_path, ["a", "b"])
     vectors, labels = clusters(4, ["a", "b"])
-    head = fit_head(spec, vectors, labels)
+    head = fit_single_label_head(spec, vectors, labels)
     assert load_saved_head(spec) is None
     save_head(head_path(spec), head)
     assert head_path(spec) == tmp_path / "cap.head.json"
