@@ -76,13 +76,15 @@ class Condition:
     tree: ast.Expression
     # The dependency names the expression reads.
     names: frozenset[str]
+    # The expression compiled (see _compile).
+    evaluate: Callable[[Mapping[str, CapabilityResult]], Any]
 
     def holds(self, deps: Mapping[str, CapabilityResult]) -> bool:
         """Whether the condition holds for one text's dependency results.
 
         Raises ConditionEvaluationError when it cannot be evaluated on them."""
         try:
-            return bool(_evaluate(self.tree.body, deps))
+            return bool(self.evaluate(deps))
         except ConditionEvaluationError:
             raise
         except (KeyError, IndexError) as exc:
@@ -109,50 +111,99 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float)
 
 
-def _evaluate(node: ast.AST, deps: Mapping[str, CapabilityResult]) -> Any:
+Deps = Mapping[str, CapabilityResult]
+Evaluator = Callable[[Deps], Any]
+
+
+def _compile(node: ast.AST) -> Evaluator:
+    """The expression as a tree of closures, built once per condition: evaluating it on a
+    text's results is then a few calls, not a walk of the syntax tree with a type test per
+    node (conditions and rule cases run once per text)."""
     if isinstance(node, ast.BoolOp):
+        parts = [_compile(value) for value in node.values]
         if isinstance(node.op, ast.And):
-            return all(_evaluate(value, deps) for value in node.values)
-        return any(_evaluate(value, deps) for value in node.values)
+            return lambda deps: all(part(deps) for part in parts)
+        return lambda deps: any(part(deps) for part in parts)
     if isinstance(node, ast.UnaryOp):
-        operand = _evaluate(node.operand, deps)
-        if isinstance(node.op, ast.Not):
-            return not operand
-        if not _is_number(operand):
-            raise ConditionEvaluationError(f"a sign needs a number, not {type(operand).__name__}")
-        return -operand if isinstance(node.op, ast.USub) else +operand
+        return _compile_unary(node.op, _compile(node.operand))
     if isinstance(node, ast.Compare):
-        left = _evaluate(node.left, deps)
-        for op, comparator in zip(node.ops, node.comparators, strict=True):
-            right = _evaluate(comparator, deps)
-            if not _COMPARE[type(op)](left, right):
+        return _compile_compare(node)
+    if isinstance(node, ast.BinOp):
+        return _compile_arithmetic(node)
+    if isinstance(node, ast.Constant):
+        value = node.value
+        return lambda _deps: value
+    if isinstance(node, ast.List | ast.Tuple | ast.Set):
+        items = [_compile(item) for item in node.elts]
+        return lambda deps: [item(deps) for item in items]
+    if isinstance(node, ast.Name):
+        name = node.id
+
+        def result(deps: Deps) -> Any:
+            if name not in deps:
+                raise ConditionEvaluationError(f"no result of '{name}'")
+            return deps[name]
+
+        return result
+    if isinstance(node, ast.Attribute):
+        owner, attribute = _compile(node.value), node.attr
+        return lambda deps: _attribute(owner(deps), attribute)
+    if isinstance(node, ast.Subscript):
+        container, key = _compile(node.value), _literal_key(node.slice)
+        return lambda deps: _item(container(deps), key)
+    if isinstance(node, ast.Call):
+        (argument,) = node.args
+        sized = _compile(argument)
+        return lambda deps: len(sized(deps))
+    raise ConditionEvaluationError(f"unsupported expression {type(node).__name__}")
+
+
+def _compile_unary(op: ast.unaryop, operand: Evaluator) -> Evaluator:
+    if isinstance(op, ast.Not):
+        return lambda deps: not operand(deps)
+    negate = isinstance(op, ast.USub)
+
+    def signed(deps: Deps) -> Any:
+        value = operand(deps)
+        if not _is_number(value):
+            raise ConditionEvaluationError(f"a sign needs a number, not {type(value).__name__}")
+        return -value if negate else +value
+
+    return signed
+
+
+def _compile_compare(node: ast.Compare) -> Evaluator:
+    first = _compile(node.left)
+    chain = [
+        (_COMPARE[type(op)], _compile(comparator))
+        for op, comparator in zip(node.ops, node.comparators, strict=True)
+    ]
+
+    def compare(deps: Deps) -> bool:
+        left = first(deps)
+        for test, comparator in chain:
+            right = comparator(deps)
+            if not test(left, right):
                 return False
             left = right
         return True
-    if isinstance(node, ast.BinOp):
-        left, right = _evaluate(node.left, deps), _evaluate(node.right, deps)
+
+    return compare
+
+
+def _compile_arithmetic(node: ast.BinOp) -> Evaluator:
+    left_of, right_of, apply = _compile(node.left), _compile(node.right), _ARITHMETIC[type(node.op)]
+
+    def arithmetic(deps: Deps) -> Any:
+        left, right = left_of(deps), right_of(deps)
         if not (_is_number(left) and _is_number(right)):
             # Numbers only: `'x' * 10**9` or `[0] * 10**9` would build a huge value.
             raise ConditionEvaluationError(
                 f"arithmetic needs numbers, not {type(left).__name__} and {type(right).__name__}"
             )
-        return _ARITHMETIC[type(node.op)](left, right)
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.List | ast.Tuple | ast.Set):
-        return [_evaluate(item, deps) for item in node.elts]
-    if isinstance(node, ast.Name):
-        if node.id not in deps:
-            raise ConditionEvaluationError(f"no result of '{node.id}'")
-        return deps[node.id]
-    if isinstance(node, ast.Attribute):
-        return _attribute(_evaluate(node.value, deps), node.attr)
-    if isinstance(node, ast.Subscript):
-        return _item(_evaluate(node.value, deps), _literal_key(node.slice))
-    if isinstance(node, ast.Call):
-        (argument,) = node.args
-        return len(_evaluate(argument, deps))
-    raise ConditionEvaluationError(f"unsupported expression {type(node).__name__}")
+        return apply(left, right)
+
+    return arithmetic
 
 
 def _check(node: ast.AST, names: set[str]) -> None:
@@ -245,4 +296,8 @@ def parse_condition(source: str) -> Condition:
         raise ConditionError(f"has more than {MAX_NODES} parts")
     names: set[str] = set()
     _check(tree.body, names)
-    return Condition(source=source, tree=tree, names=frozenset(names))
+    try:
+        evaluate = _compile(tree.body)
+    except ConditionEvaluationError as exc:  # _check accepts only what _compile knows
+        raise ConditionError(str(exc)) from None
+    return Condition(source=source, tree=tree, names=frozenset(names), evaluate=evaluate)

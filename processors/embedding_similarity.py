@@ -37,7 +37,7 @@ TEMPERATURE_GRID = tuple(float(t) for t in np.geomspace(0.005, 1.0, 48))
 MIN_EXAMPLES_PER_LABEL = 2.0
 
 
-def unit_vector(vector: Sequence[float]) -> np.ndarray:
+def unit_vector(vector: Sequence[float] | np.ndarray) -> np.ndarray:
     array = np.asarray(vector, dtype=np.float32)
     unit: np.ndarray = array / max(float(np.linalg.norm(array)), 1e-12)
     return unit

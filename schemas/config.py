@@ -42,6 +42,9 @@ class BatchingConfig(_Strict):
     # max_texts_per_window) until one finishes. false: fixed windows of window_ms, unbounded.
     adaptive: bool = True
     max_concurrent_windows: int = Field(default=2, ge=1)
+    # true: a window frees its slot (of max_concurrent_windows) once its last engine request is
+    # sent, so the next one gathers and plans while the engines work; false: at its end.
+    release_slot_on_submit: bool = True
     # Lets a request pick its mode with the X-Capserve-Batching header (side-by-side benchmarks).
     allow_mode_header: bool = False
     # Merge identical texts across and within a window's requests (computed once). false: every

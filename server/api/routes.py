@@ -7,7 +7,8 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from capabilities.results import CapabilityResult
 from schemas.api import (
@@ -71,6 +72,13 @@ def _result_body(result: CapabilityResult) -> CapabilityResultBody:
     )
 
 
+def _json(body: BaseModel) -> Response:
+    """The body serialized once, as it stands: FastAPI would dump a returned model, validate
+    the dump against the response model again and serialize that (the routes' bodies are
+    built from validated results; the response model still documents them)."""
+    return Response(body.model_dump_json(), media_type="application/json")
+
+
 def _window_body(job: JobResult) -> WindowBody | None:
     return None if job.window is None else WindowBody(**vars(job.window))
 
@@ -131,7 +139,7 @@ async def classify(
     body: ClassifyRequest,
     request: Request,
     batching: str | None = Header(default=None, alias=MODE_HEADER),
-) -> ClassifyResponse | JSONResponse:
+) -> Response:
     """Per-text errors: a text that fails has `error` (and what did finish) in its place; the
     others keep their results (200, `failed_texts` > 0). The request fails as a whole (500
     capability_failed, 422 for texts too long) only when every text failed, and with 503
@@ -140,14 +148,16 @@ async def classify(
         job, request_id, latency = await _classify(request, body.texts, body, batching)
     except ClientDisconnectedError:
         return _client_closed()
-    return ClassifyResponse(
-        request_id=request_id,
-        latency_ms=latency,
-        results=[_text_body(job, i) for i in range(len(job.per_text))],
-        window=_window_body(job),
-        cached=job.from_cache,
-        partial=job.partial,
-        failed_texts=job.failed_texts,
+    return _json(
+        ClassifyResponse(
+            request_id=request_id,
+            latency_ms=latency,
+            results=[_text_body(job, i) for i in range(len(job.per_text))],
+            window=_window_body(job),
+            cached=job.from_cache,
+            partial=job.partial,
+            failed_texts=job.failed_texts,
+        )
     )
 
 
@@ -156,27 +166,31 @@ async def classify_single(
     body: SingleClassifyRequest,
     request: Request,
     batching: str | None = Header(default=None, alias=MODE_HEADER),
-) -> SingleClassifyResponse | JSONResponse:
+) -> Response:
     """Its one text failing is the whole request failing."""
     try:
         job, request_id, latency = await _classify(request, [body.text], body, batching, "text")
     except ClientDisconnectedError:
         return _client_closed()
     results = {n: _result_body(r) for n, r in job.per_text[0].items()}
-    return SingleClassifyResponse(
-        request_id=request_id,
-        latency_ms=latency,
-        results=results,
-        window=_window_body(job),
-        cached=job.from_cache,
-        partial=job.partial,
-        missing=list(job.missing_of(0)),
+    return _json(
+        SingleClassifyResponse(
+            request_id=request_id,
+            latency_ms=latency,
+            results=results,
+            window=_window_body(job),
+            cached=job.from_cache,
+            partial=job.partial,
+            missing=list(job.missing_of(0)),
+        )
     )
 
 
 @router.get("/capabilities", response_model=CapabilitiesResponse)
 async def capabilities(request: Request) -> CapabilitiesResponse:
-    specs = _runtime(request).registry.specs()
+    runtime = _runtime(request)
+    specs = runtime.registry.specs()
+    dtypes = runtime.model_dtypes()
     return CapabilitiesResponse(
         capabilities=[
             CapabilityBody(
@@ -184,6 +198,7 @@ async def capabilities(request: Request) -> CapabilitiesResponse:
                 kind=spec.kind,
                 description=spec.definition.description,
                 model=spec.model,
+                dtype=None if spec.model is None else dtypes.get(spec.model),
                 depends_on=list(spec.depends_on),
                 labels=[LabelBody(name=lb.name, description=lb.description) for lb in spec.labels],
                 version=spec.version,

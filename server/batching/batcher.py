@@ -13,6 +13,12 @@ Two policies:
 
 `window_seconds=0` gathers nothing: every submission is a window of its own.
 
+A running window holds its slot until it ends, or until its handler calls `release_slot()`
+(from the window's own task): the server releases it once the window's last engine request is
+sent, so the next window gathers and plans while the engines work, and no engine waits on a
+window's dependency waves or its Python tail. Released windows still run to the end, and
+`close` still waits for them.
+
 `group_of` keeps submissions of different groups apart (the server groups requests by the
 capability set they are bound to): a submission of another group than the open window's seals
 that window and opens the next one, so every window holds one group.
@@ -60,6 +66,8 @@ class BatcherState:
     windows_waiting: int  # sealed, waiting for a free slot
     requests_gathering: int  # submissions in the open window
     windows_dispatched: int
+    # Running windows that released their slot (their engine work is all sent).
+    windows_released: int = 0
 
 
 @dataclass
@@ -116,6 +124,8 @@ class RequestBatcher(Generic[Item, Result]):
         self._open: dict[int, _Window[Item, Result]] = {}
         self._sealed: dict[int, deque[_Window[Item, Result]]] = {}
         self._running: set[asyncio.Task[None]] = set()
+        # The running windows that hold a slot (all of them until they call release_slot).
+        self._holding: set[asyncio.Task[Any]] = set()
         self._start_soon: asyncio.Handle | None = None
         self._closed = False
         self.windows_dispatched = 0
@@ -160,10 +170,19 @@ class RequestBatcher(Generic[Item, Result]):
             windows_waiting=sum(len(queue) for queue in self._sealed.values()),
             requests_gathering=sum(len(window.entries) for window in self._open.values()),
             windows_dispatched=self.windows_dispatched,
+            windows_released=len(self._running) - len(self._holding),
         )
 
+    def release_slot(self) -> None:
+        """Called from a running window's task: it keeps running, but no longer counts against
+        `max_running`; the next window may start. Anywhere else (or twice): nothing."""
+        task = asyncio.current_task()
+        if task in self._holding:
+            self._holding.discard(task)
+            self._start_windows()
+
     def _has_free_slot(self) -> bool:
-        return self._max_running is None or len(self._running) < self._max_running
+        return self._max_running is None or len(self._holding) < self._max_running
 
     def _on_timeout(self, window: _Window[Item, Result]) -> None:
         if self._open.get(window.rank) is window:
@@ -209,10 +228,12 @@ class RequestBatcher(Generic[Item, Result]):
             task = asyncio.get_running_loop().create_task(self._run(window.entries))
             window.task = task
             self._running.add(task)
+            self._holding.add(task)
             task.add_done_callback(self._window_finished)
 
     def _window_finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._holding.discard(task)
         self._start_windows()
 
     async def _run(self, window: list[_Pending[Item, Result]]) -> None:

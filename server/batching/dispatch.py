@@ -41,12 +41,16 @@ class BatchedDispatcher:
         window_seconds: float,
         max_texts: int,
         max_running: int | None = None,
+        release_on_submit: bool = True,
     ) -> None:
         """`max_running`: at most this many windows at once, with adaptive windows (see
-        RequestBatcher); None: fixed windows of `window_seconds`, unbounded in number."""
+        RequestBatcher); None: fixed windows of `window_seconds`, unbounded in number.
+        `release_on_submit`: a window frees its slot once its engine requests are all sent,
+        not when it ends."""
 
         async def handle(jobs: Sequence[ClassifyJob]) -> list[JobResult | BaseException]:
-            return await pipeline.run_window(jobs, self.mode)
+            submitted = self.batcher.release_slot if release_on_submit else None
+            return await pipeline.run_window(jobs, self.mode, submitted)
 
         self.batcher: RequestBatcher[ClassifyJob, JobResult] = RequestBatcher(
             handle,

@@ -8,6 +8,7 @@ can tell which text a key stands for.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from capabilities.registry import CapabilityRegistry
 
 # Bumped when the key layout or the stored value format changes.
 KEY_PREFIX = "capserve:result:v1:"
+# Texts whose digest is remembered: a text is looked up on arrival, again per dependency level
+# of its window and once more when its results are stored; each HMAC is computed once.
+DIGESTS_REMEMBERED = 4096
 
 
 @dataclass(frozen=True)
@@ -31,21 +35,31 @@ class CacheKeys:
             raise ValueError("the cache key secret must not be empty")
         self._registry = registry
         self._secret = secret
+        self._fingerprints: dict[str, str] = {}
+        self._digests = functools.lru_cache(maxsize=DIGESTS_REMEMBERED)(self._hmac)
 
     def for_registry(self, registry: CapabilityRegistry) -> CacheKeys:
         """Keys under the same secret for another capability set (after a reload): a text's
         digest stays the same, versions come from `registry`."""
         return CacheKeys(registry, self._secret)
 
-    def text_digest(self, text: str) -> str:
-        """The keyed hash of a text (hex); the same for every capability."""
+    def _hmac(self, text: str) -> str:
         return hmac.new(self._secret, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
+    def text_digest(self, text: str) -> str:
+        """The keyed hash of a text (hex); the same for every capability."""
+        return self._digests(text)
+
     def closure_fingerprint(self, capability: str) -> str:
-        """A hash of the versions of `capability` and of every capability it depends on."""
-        closure = self._registry.resolve([capability])
-        versions = ";".join(f"{name}={self._registry.get(name).version}" for name in closure)
-        return hashlib.sha256(versions.encode("utf-8")).hexdigest()[:24]
+        """A hash of the versions of `capability` and of every capability it depends on (the
+        registry of these keys never changes: computed once per capability)."""
+        found = self._fingerprints.get(capability)
+        if found is None:
+            closure = self._registry.resolve([capability])
+            versions = ";".join(f"{name}={self._registry.get(name).version}" for name in closure)
+            found = hashlib.sha256(versions.encode("utf-8")).hexdigest()[:24]
+            self._fingerprints[capability] = found
+        return found
 
     def key(self, capability: str, text: str) -> CacheKey:
         return self.compose(

@@ -102,10 +102,13 @@ class PlanExecutor:
         known: Mapping[str, Mapping[int, CapabilityResult]] | None = None,
         outcome: WindowOutcome | None = None,
         demand: Demand | None = None,
+        on_submitted: Callable[[], None] | None = None,
     ) -> WindowOutcome:
         """Runs every step of `plan`. `known` holds results already at hand (e.g. cached), by
         capability and unique text index: they serve as dependency results and are not run.
-        `outcome` (filled as steps finish) is the one returned; `demand`: see the module."""
+        `outcome` (filled as steps finish) is the one returned; `demand`: see the module.
+        `on_submitted` is called once, as soon as no step that uses a model waits to start
+        (what is left is the engines' work and steps without a model)."""
         outcome = WindowOutcome() if outcome is None else outcome
         for name, results in (known or {}).items():
             outcome.results.setdefault(name, {}).update(results)
@@ -138,6 +141,11 @@ class PlanExecutor:
                         self._run_batch(plan, batch, context, outcome, demand)
                     )
                     running[task] = batch
+                if on_submitted is not None and not any(
+                    self.registry.get(name).model is not None for name in waiting
+                ):
+                    on_submitted()
+                    on_submitted = None
                 if not running:
                     raise RuntimeError(f"steps {sorted(waiting)} wait on each other")
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)

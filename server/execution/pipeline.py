@@ -143,8 +143,12 @@ class ClassificationPipeline:
         await cache.store(fresh)
 
     async def run_window(
-        self, jobs: Sequence[ClassifyJob], mode: str
+        self,
+        jobs: Sequence[ClassifyJob],
+        mode: str,
+        on_submitted: Callable[[], None] | None = None,
     ) -> list[JobResult | BaseException]:
+        """Runs one window; `on_submitted` is called once its last engine step has started."""
         started = time.monotonic()
         capability_set = window_set(jobs)
         items = [WorkItem(j.texts, j.capabilities, j.include_dependencies) for j in jobs]
@@ -166,7 +170,7 @@ class ClassificationPipeline:
         for job, view in zip(jobs, views, strict=True):
             job.progress.window = view
         demand = CallerDemand(plan, jobs)
-        await capability_set.executor.run(plan, plan.known, outcome, demand)
+        await capability_set.executor.run(plan, plan.known, outcome, demand, on_submitted)
         await self._store_fresh(capability_set, plan, outcome)
         report = WindowReport(
             plan,

@@ -8,6 +8,8 @@ capability's time and texts, and the label counts of the results it computed.
 
 from __future__ import annotations
 
+import collections
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from server.execution.observers import WindowReport
@@ -111,6 +113,9 @@ class ServerMetrics:
             seconds = report.outcome.seconds.get(step.capability, 0.0)
             self.capability_seconds.labels(step.capability).observe(seconds)
             self.capability_texts.labels(step.capability).observe(len(step.text_ids))
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
         for capability, result in computed_results(report):
             for label in (ERROR,) if result is None else counted_labels(result):
-                self.labels.labels(capability, label).inc()
+                counts[(capability, label)] += 1
+        for (capability, label), count in counts.items():  # one label lookup per pair
+            self.labels.labels(capability, label).inc(count)

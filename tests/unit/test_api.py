@@ -266,6 +266,7 @@ def test_capabilities_health_and_stats(client: TestClient):
         "windows_waiting": 0,
         "requests_gathering": 0,
         "windows_dispatched": 1,
+        "windows_released": 0,
     }
     assert stats["batching"]["state"]["naive"]["windows_dispatched"] == 0
     assert stats["engines"]["constructions"] == 0

@@ -435,3 +435,62 @@ async def test_a_running_window_whose_callers_all_left_is_cancelled():
     await handler.started(2)
     handler.release_all()
     assert await asyncio.wait_for(task, HANG_GUARD_S) == 70
+
+
+class Submitting(Gated):
+    """A handler that, like the server's, frees its slot once its engine work is sent (here: at
+    once), then waits for its gate as the engines would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batcher: RequestBatcher[int, int] | None = None
+
+    async def __call__(self, items: Sequence[int]) -> list[int | BaseException]:
+        assert self.batcher is not None
+        self.batcher.release_slot()
+        self.batcher.release_slot()  # twice: nothing more
+        return await super().__call__(items)
+
+
+async def test_a_window_that_released_its_slot_lets_the_next_start_and_still_answers():
+    handler = Submitting()
+    batcher = adaptive(handler, 1, window_seconds=10.0)
+    handler.batcher = batcher
+    first = asyncio.create_task(batcher.submit(1))
+    await handler.started(1)
+    second = asyncio.create_task(batcher.submit(2))
+    await handler.started(2)  # did not wait for the first window to end
+    assert handler.max_in_flight == 2
+    state = batcher.state()
+    assert state.windows_running == 2 and state.windows_released == 2
+    handler.release_all()
+    assert list(await asyncio.wait_for(asyncio.gather(first, second), HANG_GUARD_S)) == [10, 20]
+    assert batcher.state().windows_running == 0
+
+
+async def test_release_slot_outside_a_window_changes_nothing():
+    handler = Gated()
+    batcher = adaptive(handler, 1, window_seconds=10.0)
+    first = asyncio.create_task(batcher.submit(1))
+    await handler.started(1)
+    batcher.release_slot()  # the test's task is no window
+    second = asyncio.create_task(batcher.submit(2))
+    await settle()
+    assert len(handler.windows) == 1 and batcher.state().requests_gathering == 1
+    handler.release_all()
+    assert list(await asyncio.wait_for(asyncio.gather(first, second), HANG_GUARD_S)) == [10, 20]
+    assert handler.windows == [[1], [2]]
+
+
+async def test_close_waits_for_released_windows_too():
+    handler = Submitting()
+    batcher = adaptive(handler, 1, window_seconds=10.0)
+    handler.batcher = batcher
+    first = asyncio.create_task(batcher.submit(3))
+    await handler.started(1)
+    closing = asyncio.create_task(batcher.close())
+    await settle()
+    assert not closing.done()  # the released window still runs
+    handler.release_all()
+    await asyncio.wait_for(closing, HANG_GUARD_S)
+    assert await first == 30

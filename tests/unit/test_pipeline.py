@@ -205,3 +205,25 @@ async def test_closing_naive_mode_waits_for_running_requests(classic_registry: C
     assert (await running).per_text[0]["sentiment"].label
     with pytest.raises(BatcherClosedError):  # a text the result cache cannot answer
         await runtime.classify(["t2"], ["sentiment"])
+
+
+async def test_a_window_says_it_submitted_once_no_model_step_waits(
+    classic_registry: CapabilityRegistry,
+):
+    """route (a rule) <- complexity (LLM) <- task_type (LLM): the window has sent its engine
+    work once complexity has started; route, which needs no engine, is left."""
+    from capabilities.plan import WorkItem
+
+    pool = FakePool(FakeProcessor(delay=0.01))
+    runtime = runtime_for(classic_registry, pool)
+    capability_set = runtime.capability_set
+    plan = capability_set.plan([WorkItem(("a text",), ("route",), False)], {}, True)
+    seen: list[list[str]] = []
+    outcome = await capability_set.executor.run(
+        plan, None, None, None, lambda: seen.append([c.capability for c in pool.processor.calls])
+    )
+    # Called once, after task_type ran and complexity was started (not yet run: its task is
+    # only scheduled), before the window ended.
+    assert seen == [["task_type"]]
+    assert [c.capability for c in pool.processor.calls] == ["task_type", "complexity"]
+    assert set(outcome.results) >= {"task_type", "complexity", "route"}
