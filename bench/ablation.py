@@ -30,6 +30,7 @@ from server.settings import load_config
 LEVERS: dict[str, dict[str, str]] = {
     "all_on": {},
     "window_off": {"CAPSERVE__BATCHING__WINDOW_MS": "0", "CAPSERVE__BATCHING__ADAPTIVE": "false"},
+    "slot_release_off": {"CAPSERVE__BATCHING__RELEASE_SLOT_ON_SUBMIT": "false"},
     "dedup_off": {"CAPSERVE__BATCHING__DEDUP": "false"},
     "shared_layout_off": {"CAPSERVE__PROMPTING__LAYOUT_OVERRIDE": "own"},
     "cache_off": {"CAPSERVE__CACHE__ENABLED": "false"},
@@ -37,12 +38,21 @@ LEVERS: dict[str, dict[str, str]] = {
 DESCRIPTIONS = {
     "all_on": "nothing",
     "window_off": "window (window_ms 0, adaptive false)",
+    "slot_release_off": "a window's slot freed at submission (held to its end)",
     "dedup_off": "dedup of identical texts",
     "shared_layout_off": "shared question layout (own)",
     "cache_off": "result cache",
     "naive": "batching: each request on its own (X-Capserve-Batching: naive)",
 }
-SCHEDULE = ("all_on", "window_off", "dedup_off", "shared_layout_off", "cache_off", "all_on")
+SCHEDULE = (
+    "all_on",
+    "window_off",
+    "slot_release_off",
+    "dedup_off",
+    "shared_layout_off",
+    "cache_off",
+    "all_on",
+)
 NAIVE = "naive"
 
 

@@ -36,6 +36,7 @@ from bench.phases import (
     read_capserve_counters,
     read_vllm_counters,
 )
+from bench.raw_limit import RoundWork, limit_jobs, limit_row, run_limit
 from bench.report import compare_systems
 from bench.servers import (
     ServerProcess,
@@ -164,8 +165,9 @@ async def _measure(
             idle_cores = await _idle_cores({PEER: idle[CAPSERVE], CAPSERVE: idle[PEER]})
             phases: list[dict[str, Any]] = []
             answers = {}
+            workloads = {}
             for r, system in abba(sizes.rounds):
-                workload = phase_workload(args, registry, f"r{r}", sizes.requests)
+                workload = workloads[r] = phase_workload(args, registry, f"r{r}", sizes.requests)
                 before, idle_before = await meters[system](), _cpu(idle[system])
                 run = await drive(senders[system], workload, sizes.clients)
                 after, idle_after = await meters[system](), _cpu(idle[system])
@@ -194,12 +196,34 @@ async def _measure(
     summary = compare_systems(phases, CAPSERVE, PEER)
     for phase in phases:
         del phase["samples"]  # pooled into the summary
+    limit_work = [  # what the offline engines run once the servers stop (--limit)
+        (phase["seconds"], limit_jobs(registry, questions, workloads[r], answers[(r, CAPSERVE)]))
+        for r, phase in ((p["round"], p) for p in phases if p["system"] == CAPSERVE)
+        if args.limit
+    ]
     return {
+        "limit_work": limit_work,
         "idle_cpu_cores": idle_cores,
         "phases": phases,
         "summary": summary,
         "agreement": merge_agreement(per_round),
         "cache_replay": cache,
+    }
+
+
+def _raw_limit(config_path: Path | None, rounds: list[tuple[float, RoundWork]]) -> dict[str, Any]:
+    """Each capserve round's engine work on the offline engines (bench.raw_limit)."""
+    rows = []
+    for seconds, work in rounds:
+        rows.append(limit_row(seconds, work, run_limit(config_path, work.jobs)))
+        print(f"raw limit: {rows[-1]['fraction_of_limit']} of it in capserve", flush=True)
+    limit_s = sum(row["limit_seconds"] for row in rows)
+    capserve_s = sum(row["capserve_seconds"] for row in rows)
+    return {
+        "rounds": rows,
+        "fraction_of_limit": round(limit_s / capserve_s, 3) if capserve_s else None,
+        "engines": "vLLM offline LLM.embed / LLM.generate, one model at a time, same engine "
+        "arguments, dtype and core binding; prompts in the own layout",
     }
 
 
@@ -220,6 +244,9 @@ async def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
         await wait_healthy(servers, args.startup_timeout)
         print(f"all healthy after {time.perf_counter() - started:.0f} s", flush=True)
         measured = await _measure(args, sizes, registry, capserve, peers, questions)
+    limit_work = measured.pop("limit_work")
+    if args.limit:  # after every server stopped: the offline engines get the cores alone
+        measured["limit"] = await asyncio.to_thread(_raw_limit, args.config, limit_work)
     return {
         "against": args.against,
         "workload": workload_label(args),

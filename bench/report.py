@@ -101,6 +101,22 @@ def format_comparison(result: dict[str, Any]) -> str:
         lines.append(
             f"| {capability} | {row['compared']:.0f} | {row['agree']:.0f} | {row['rate']} |"
         )
+    limit = result.get("limit")
+    if limit:
+        lines += ["", f"Raw limit ({limit['engines']}):", ""]
+        lines += [
+            "| round | distinct texts | limit s | limit texts/s | capserve s | capserve texts/s "
+            "| fraction of the limit |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r, row in enumerate(limit["rounds"]):
+            lines.append(
+                f"| {r} | {row['distinct_texts']} | {row['limit_seconds']} "
+                f"| {_cell(row['limit_distinct_texts_per_s'])} | {row['capserve_seconds']} "
+                f"| {_cell(row['capserve_distinct_texts_per_s'])} "
+                f"| {_cell(row['fraction_of_limit'])} |"
+            )
+        lines += ["", f"- capserve at {_cell(limit['fraction_of_limit'])} of the raw limit"]
     idle = result.get("idle_cpu_cores")
     if idle:
         lines += [

@@ -3,6 +3,8 @@
 - `--against vllm-serve`: capserve against the pipeline a platform team would build on
   `vllm serve` (bench.compare);
 - `--ablation`: capserve with each lever off in turn (bench.ablation);
+- `--limit` (with `--against`): each capserve round's engine work on vLLM's offline engines, and
+  capserve's throughput as a fraction of that raw limit (bench.raw_limit);
 - neither: batched against naive mode on one server (bench.naive).
 
 `--against` and `--ablation` together run both, one after the other, into one result.
@@ -29,6 +31,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ablation", action="store_true", help="capserve with each lever off in turn"
+    )
+    parser.add_argument(
+        "--limit",
+        action="store_true",
+        help="with --against: also each capserve round's engine work on vLLM's offline engines "
+        "(the raw limit), and capserve's throughput as a fraction of it",
     )
     parser.add_argument("--long", action="store_true", help="long prompts (100-500 tokens)")
     parser.add_argument(
@@ -72,6 +80,8 @@ def _check(args: argparse.Namespace) -> str | None:
             return f"--{name} must be at least 1"
     if args.cache_replays is not None and args.cache_replays < 0:
         return "--cache-replays must be 0 or more"
+    if args.limit and not args.against:
+        return "--limit needs --against (it measures the rounds of the comparison)"
     if args.pack and not (args.against or args.ablation):
         return "--pack needs --against or --ablation"
     if args.url is not None and (args.against or args.ablation):

@@ -98,7 +98,7 @@ TOOLS = (
      "bench.window", "add_window_arguments", "run_window_bench"),
     ("eval", "accuracy of the capabilities on a labeled JSONL file",
      "evaluation.run", "add_eval_arguments", "run_eval"),
-    ("train", "fit an embedding_head capability and save its head beside the YAML",
+    ("train", "fit a head capability (embedding_head, embedding_multilabel) and save its head",
      "server.commands.train", "add_train_arguments", "run_train"),
     ("capabilities", "list the configured capabilities, or validate a capability folder",
      "server.commands.capabilities", "add_capabilities_arguments", "run_capabilities"),
