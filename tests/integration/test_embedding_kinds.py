@@ -113,7 +113,7 @@ def capserve(*args: str) -> subprocess.CompletedProcess[str]:
 def test_train_refuses_a_capability_that_is_not_a_head(tmp_path: Path):
     done = capserve("train", "t_emb_deep", "--config", str(capability_folder(tmp_path)))
     assert done.returncode == 2
-    assert "only embedding_head trains" in done.stderr
+    assert "only embedding_head and embedding_multilabel train" in done.stderr
 
 
 @pytest.mark.slow

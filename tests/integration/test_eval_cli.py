@@ -37,7 +37,7 @@ def test_eval_reports_every_capability_of_the_file(tmp_path: Path):
             assert in_unit_range(result["accuracy"]) and in_unit_range(result["macro_f1"])
             assert sum(map(sum, result["confusion"])) == result["n"]
         elif result["form"] == "multilabel":
-            assert result["kind"] == "llm_multilabel"
+            assert result["kind"] in ("llm_multilabel", "embedding_multilabel")
             assert in_unit_range(result["exact_match"])
             assert set(result["per_label"]) == {"toxicity", "prompt_injection"}
             for counts in result["per_label"].values():

@@ -143,10 +143,9 @@ def test_concurrent_requests_share_windows_and_save_executions(server: LiveServe
     bodies, before, after = asyncio.run(run())
     windows = {b["window"]["id"]: b["window"]["requests"] for b in bodies}
     # The adaptive window: the first requests start at once, one per free slot; the others
-    # arrive while those run and gather into the next windows (seen here: 1, 1 and 18 requests,
-    # or 1, 1, 9 and 9 when a slot frees while they arrive).
-    slots = after["batching"]["max_concurrent_windows"]
-    assert len(windows) <= slots + 2 and max(windows.values()) >= 5, windows
+    # arrive while those plan and send their engine work, and gather into the next windows
+    # (a window frees its slot once its engine requests are sent; seen: 1, 4, 4, 4, 4 and 3).
+    assert len(windows) < len(bodies) and max(windows.values()) >= 2, windows
     assert after["windows"] - before["windows"] == len(windows)
     dispatched = [s["batching"]["state"]["batched"]["windows_dispatched"] for s in (before, after)]
     assert dispatched[1] - dispatched[0] == len(windows)
