@@ -56,10 +56,10 @@ test: setup lint test-services
 # capserve against a pipeline of calls to `vllm serve` (three workloads), then each lever off in
 # turn (naive mode included): about 25 minutes on a 2-core CPU. Results in benchmarks/.
 bench: setup
-	$(BIN)/capserve bench --against vllm-serve --requests 768 --rounds 4 --config $(CONFIG) --output benchmarks/vs-vllm-serve.json
-	$(BIN)/capserve bench --against vllm-serve --long --requests 128 --rounds 4 --config $(CONFIG) --output benchmarks/vs-vllm-serve-long.json
-	$(BIN)/capserve bench --against vllm-serve --pack --long --rounds 4 --config $(CONFIG) --output benchmarks/vs-vllm-serve-pack-long.json
-	$(BIN)/capserve bench --ablation --config $(CONFIG) --output benchmarks/ablation.json
+	$(BIN)/capserve bench --against vllm-serve --limit --requests 768 --rounds 2 --seed 7 --config $(CONFIG) --output benchmarks/vs-vllm-serve.json
+	$(BIN)/capserve bench --against vllm-serve --limit --long --requests 128 --rounds 2 --seed 7 --config $(CONFIG) --output benchmarks/vs-vllm-serve-long.json
+	$(BIN)/capserve bench --against vllm-serve --limit --pack --long --rounds 2 --seed 7 --config $(CONFIG) --output benchmarks/vs-vllm-serve-pack-long.json
+	$(BIN)/capserve bench --ablation --requests 768 --config $(CONFIG) --output benchmarks/ablation.json
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .pytest-tmp .mypy_cache .ruff_cache
