@@ -5,6 +5,10 @@ server per configuration, started with env overrides, one at a time so the measu
 the cores). The all-on configuration runs first and last, so drift over the run shows; its first
 server also runs the same-shaped workload in naive mode (each request on its own: no window,
 no cross-request merging), the lever `capserve bench` without options measures.
+
+`--core-binding` runs the same harness over core bindings instead of levers: the engines'
+OpenMP threads on every core (`engine_env.cpu_omp_threads_bind: all`, the default) against
+vLLM's own split (`auto`: one core reserved for the front end), in the servers' order ABBA.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +58,32 @@ SCHEDULE = (
     "cache_off",
     "all_on",
 )
+
+
+@dataclass(frozen=True)
+class Study:
+    """What an ablation compares: a configuration (env overrides) per name, the servers' order
+    (the first name is the baseline), and whether the first server also runs naive mode."""
+
+    levers: dict[str, dict[str, str]]
+    descriptions: dict[str, str]
+    schedule: tuple[str, ...]
+    naive_on_first: bool
+
+
+LEVER_STUDY = Study(LEVERS, DESCRIPTIONS, SCHEDULE, naive_on_first=True)
+BINDING_STUDY = Study(
+    levers={
+        "bind_all": {"CAPSERVE__ENGINE_ENV__CPU_OMP_THREADS_BIND": "all"},
+        "bind_vllm_auto": {"CAPSERVE__ENGINE_ENV__CPU_OMP_THREADS_BIND": "auto"},
+    },
+    descriptions={
+        "bind_all": "every engine's OpenMP threads on every core (the default)",
+        "bind_vllm_auto": "vLLM's own binding: one core reserved for the front end",
+    },
+    schedule=("bind_all", "bind_vllm_auto", "bind_vllm_auto", "bind_all"),
+    naive_on_first=False,
+)
 NAIVE = "naive"
 
 
@@ -68,11 +99,12 @@ async def _one_server(
     args: argparse.Namespace,
     sizes: Sizes,
     registry: CapabilityRegistry,
+    study: Study,
     index: int,
     lever: str,
     log_dir: Path,
 ) -> list[dict[str, Any]]:
-    server = start_capserve(args.config, log_dir / f"{index}-{lever}.log", LEVERS[lever])
+    server = start_capserve(args.config, log_dir / f"{index}-{lever}.log", study.levers[lever])
     timeout = httpx.Timeout(900.0, connect=10.0)
     limits = httpx.Limits(max_connections=sizes.clients + 4)
     phases: list[dict[str, Any]] = []
@@ -84,7 +116,7 @@ async def _one_server(
             runs: list[tuple[str, str | None, str]] = [
                 (lever, None, f"r{r}") for r in range(sizes.rounds)
             ]
-            if lever == "all_on" and index == 0:
+            if study.naive_on_first and index == 0:
                 runs += [(NAIVE, NAIVE, f"r{r}-naive") for r in range(sizes.rounds)]
             for configuration, mode, tag in runs:
                 workload = phase_workload(args, registry, tag, sizes.requests)
@@ -110,16 +142,17 @@ async def _one_server(
 
 
 async def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
+    study = BINDING_STUDY if args.core_binding else LEVER_STUDY
     registry = _registry(args)
     sizes = resolve_sizes(args)
     log_dir = Path(tempfile.mkdtemp(prefix="capserve-ablation-"))
-    print(f"ablation: {len(SCHEDULE)} servers in turn; logs in {log_dir}", flush=True)
+    print(f"ablation: {len(study.schedule)} servers in turn; logs in {log_dir}", flush=True)
     started = time.perf_counter()
     phases: list[dict[str, Any]] = []
-    for index, lever in enumerate(SCHEDULE):
-        phases += await _one_server(args, sizes, registry, index, lever, log_dir)
-    configurations = [*LEVERS, NAIVE]
-    summary = summarise_ablation(phases, configurations)
+    for index, lever in enumerate(study.schedule):
+        phases += await _one_server(args, sizes, registry, study, index, lever, log_dir)
+    configurations = [*study.levers, *([NAIVE] if study.naive_on_first else [])]
+    summary = summarise_ablation(phases, configurations, baseline=study.schedule[0])
     for phase in phases:
         del phase["samples"]
     return {
@@ -127,9 +160,9 @@ async def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
         "duplicate_rate": args.duplicate_rate,
         "sizes": vars(sizes),
         "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
-        "schedule": list(SCHEDULE),
-        "levers": LEVERS,
-        "descriptions": DESCRIPTIONS,
+        "schedule": list(study.schedule),
+        "levers": study.levers,
+        "descriptions": study.descriptions,
         "phases": phases,
         "summary": summary,
         "wall_seconds": round(time.perf_counter() - started, 1),

@@ -2,7 +2,8 @@
 
 - `--against vllm-serve`: capserve against the pipeline a platform team would build on
   `vllm serve` (bench.compare);
-- `--ablation`: capserve with each lever off in turn (bench.ablation);
+- `--ablation`: capserve with each lever off in turn (bench.ablation); with `--core-binding`,
+  with each core binding of the engines instead;
 - `--limit` (with `--against`): each capserve round's engine work on vLLM's offline engines, and
   capserve's throughput as a fraction of that raw limit (bench.raw_limit);
 - neither: batched against naive mode on one server (bench.naive).
@@ -37,6 +38,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --against: also each capserve round's engine work on vLLM's offline engines "
         "(the raw limit), and capserve's throughput as a fraction of it",
+    )
+    parser.add_argument(
+        "--core-binding",
+        action="store_true",
+        help="with --ablation: compare the engines' core bindings instead of the levers",
     )
     parser.add_argument("--long", action="store_true", help="long prompts (100-500 tokens)")
     parser.add_argument(
@@ -82,6 +88,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--cache-replays must be 0 or more"
     if args.limit and not args.against:
         return "--limit needs --against (it measures the rounds of the comparison)"
+    if args.core_binding and not args.ablation:
+        return "--core-binding needs --ablation (it runs the ablation's servers per binding)"
     if args.pack and not (args.against or args.ablation):
         return "--pack needs --against or --ablation"
     if args.url is not None and (args.against or args.ablation):

@@ -1,14 +1,21 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
+from bench.ablation import BINDING_STUDY
 from bench.compare import abba
 from bench.naive import format_report, summarise
 from bench.report import compare_systems, format_ablation, format_comparison, summarise_ablation
 from bench.run import run_bench
 from bench.sizes import resolve_sizes
 from bench.workload import CAPABILITY_SETS, make_workload
+from processors.engines import apply_engine_env
 from server.cli import build_parser
+from server.settings import load_config
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def phase(mode: str, texts: int, seconds: float, executions: int, prompts: int) -> dict[str, Any]:
@@ -122,9 +129,9 @@ def test_ablation_table_says_what_each_lever_is_worth():
     # all_on runs twice (first and last): per-text figures keep it comparable.
     phases = [lever("all_on", 2.0, 1000), lever("dedup_off", 4.0, 1500), lever("all_on", 2.0, 1000)]
     summary = summarise_ablation(phases, ["all_on", "dedup_off"])
-    assert summary["all_on"]["texts_per_s_vs_all_on"] == 1.0
-    assert summary["dedup_off"]["texts_per_s_vs_all_on"] == 0.5
-    assert summary["dedup_off"]["computed_prompt_tokens_vs_all_on"] == 1.5
+    assert summary["all_on"]["texts_per_s_vs_baseline"] == 1.0
+    assert summary["dedup_off"]["texts_per_s_vs_baseline"] == 0.5
+    assert summary["dedup_off"]["computed_prompt_tokens_vs_baseline"] == 1.5
     report = format_ablation(
         {
             "workload": "mixed",
@@ -155,6 +162,50 @@ def test_bad_options_get_a_clear_error(capsys):
         ["bench", "--requests", "0"],
         ["bench", "--against", "vllm-serve", "--url", "http://127.0.0.1:1"],
         ["bench", "--pack"],
+        ["bench", "--core-binding"],
     ):
         assert run_bench(build_parser().parse_args(argv)) == 2
-    assert "--duplicate-rate must be between 0 and 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--duplicate-rate must be between 0 and 1" in err
+    assert "--core-binding needs --ablation" in err
+
+
+ENGINE_ENV_KEYS = (
+    "VLLM_CPU_KVCACHE_SPACE",
+    "VLLM_CPU_OMP_THREADS_BIND",
+    "VLLM_WORKER_MULTIPROC_METHOD",
+)
+
+
+def test_the_core_binding_study_runs_abba_servers_whose_config_sets_the_binding(monkeypatch):
+    study = BINDING_STUDY
+    assert study.schedule[0] == study.schedule[-1] == "bind_all"
+    assert sorted(study.schedule[1:3]) == ["bind_vllm_auto"] * 2 and not study.naive_on_first
+    seen = {}
+    for name, overrides in study.levers.items():
+        config = load_config(REPO / "configs/default.yaml", environ=overrides)
+        for key in ENGINE_ENV_KEYS:  # set to be restored (unset) at the end, then cleared
+            monkeypatch.setenv(key, "")
+            monkeypatch.delenv(key)
+        apply_engine_env(config.engine_env)
+        seen[name] = os.environ["VLLM_CPU_OMP_THREADS_BIND"]
+    assert seen == {"bind_all": f"0-{(os.cpu_count() or 1) - 1}", "bind_vllm_auto": "auto"}
+    phases = [
+        {**system_phase("x", 0, 100, seconds, 1000, [50.0]), "configuration": name}
+        for name, seconds in (("bind_all", 2.0), ("bind_vllm_auto", 4.0))
+    ]
+    for phase in phases:
+        phase.pop("system")
+    summary = summarise_ablation(phases, list(study.levers), baseline="bind_all")
+    assert summary["bind_vllm_auto"]["texts_per_s_vs_baseline"] == 0.5
+    report = format_ablation(
+        {
+            "workload": "mixed",
+            "sizes": {"requests": 4, "clients": 2},
+            "schedule": list(study.schedule),
+            "descriptions": study.descriptions,
+            "summary": summary,
+        }
+    )
+    assert "| configuration | what differs | texts/s | vs bind_all |" in report
+    assert "| bind_vllm_auto | vLLM's own binding" in report
