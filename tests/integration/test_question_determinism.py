@@ -36,12 +36,7 @@ def same(a: CapabilityResult, b: CapabilityResult) -> None:
 
 async def test_a_text_gets_the_same_answer_alone_and_in_a_full_window():
     config = load_config(
-        REPO / "configs/default.yaml",
-        # Windows of 6 texts: the 12 requests of 2 texts go into windows of 3 requests each.
-        environ={
-            "CAPSERVE__CACHE__ENABLED": "false",
-            "CAPSERVE__BATCHING__MAX_TEXTS_PER_WINDOW": "6",
-        },
+        REPO / "configs/default.yaml", environ={"CAPSERVE__CACHE__ENABLED": "false"}
     )
     config.server.warmup = False
     # The frozen classic set: LLM questions of every kind, shared and own, and a rule over them.
