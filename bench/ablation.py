@@ -8,7 +8,9 @@ no cross-request merging), the lever `capserve bench` without options measures.
 
 `--core-binding` runs the same harness over core bindings instead of levers: the engines'
 OpenMP threads on every core (`engine_env.cpu_omp_threads_bind: all`, the default) against
-vLLM's own split (`auto`: one core reserved for the front end), in the servers' order ABBA.
+vLLM's own split (`auto`: one core reserved for the front end), and every core with OpenMP
+threads that sleep as soon as they are idle (`engine_env.omp_wait_policy: passive`), in the
+servers' order ABCCBA.
 """
 
 from __future__ import annotations
@@ -76,12 +78,24 @@ BINDING_STUDY = Study(
     levers={
         "bind_all": {"CAPSERVE__ENGINE_ENV__CPU_OMP_THREADS_BIND": "all"},
         "bind_vllm_auto": {"CAPSERVE__ENGINE_ENV__CPU_OMP_THREADS_BIND": "auto"},
+        "bind_all_passive": {
+            "CAPSERVE__ENGINE_ENV__CPU_OMP_THREADS_BIND": "all",
+            "CAPSERVE__ENGINE_ENV__OMP_WAIT_POLICY": "passive",
+        },
     },
     descriptions={
         "bind_all": "every engine's OpenMP threads on every core (the default)",
         "bind_vllm_auto": "vLLM's own binding: one core reserved for the front end",
+        "bind_all_passive": "every core, OpenMP threads sleep at once when idle (OMP_WAIT_POLICY)",
     },
-    schedule=("bind_all", "bind_vllm_auto", "bind_vllm_auto", "bind_all"),
+    schedule=(
+        "bind_all",
+        "bind_vllm_auto",
+        "bind_all_passive",
+        "bind_all_passive",
+        "bind_vllm_auto",
+        "bind_all",
+    ),
     naive_on_first=False,
 )
 NAIVE = "naive"

@@ -174,13 +174,15 @@ ENGINE_ENV_KEYS = (
     "VLLM_CPU_KVCACHE_SPACE",
     "VLLM_CPU_OMP_THREADS_BIND",
     "VLLM_WORKER_MULTIPROC_METHOD",
+    "OMP_WAIT_POLICY",
 )
 
 
-def test_the_core_binding_study_runs_abba_servers_whose_config_sets_the_binding(monkeypatch):
+def test_the_core_binding_study_runs_abc_cba_servers_whose_config_sets_the_binding(monkeypatch):
     study = BINDING_STUDY
     assert study.schedule[0] == study.schedule[-1] == "bind_all"
-    assert sorted(study.schedule[1:3]) == ["bind_vllm_auto"] * 2 and not study.naive_on_first
+    assert study.schedule == tuple(reversed(study.schedule)) and not study.naive_on_first
+    assert sorted(set(study.schedule)) == sorted(study.levers)
     seen = {}
     for name, overrides in study.levers.items():
         config = load_config(REPO / "configs/default.yaml", environ=overrides)
@@ -188,8 +190,13 @@ def test_the_core_binding_study_runs_abba_servers_whose_config_sets_the_binding(
             monkeypatch.setenv(key, "")
             monkeypatch.delenv(key)
         apply_engine_env(config.engine_env)
-        seen[name] = os.environ["VLLM_CPU_OMP_THREADS_BIND"]
-    assert seen == {"bind_all": f"0-{(os.cpu_count() or 1) - 1}", "bind_vllm_auto": "auto"}
+        seen[name] = (os.environ["VLLM_CPU_OMP_THREADS_BIND"], os.environ.get("OMP_WAIT_POLICY"))
+    every_core = f"0-{(os.cpu_count() or 1) - 1}"
+    assert seen == {
+        "bind_all": (every_core, None),
+        "bind_vllm_auto": ("auto", None),
+        "bind_all_passive": (every_core, "PASSIVE"),
+    }
     phases = [
         {**system_phase("x", 0, 100, seconds, 1000, [50.0]), "configuration": name}
         for name, seconds in (("bind_all", 2.0), ("bind_vllm_auto", 4.0))
