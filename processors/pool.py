@@ -18,12 +18,14 @@ from processors.base import Processor
 from processors.classifier import ClassifierProcessor
 from processors.embedding_head import EmbeddingHeadProcessor
 from processors.embedding_similarity import EmbeddingSimilarityProcessor
-from processors.engine_status import EngineStatus
-from processors.engines import Engine, EngineFactory, EngineWork
+from processors.engine_status import EngineStatus, EngineWork
+from processors.engines import Engine, EngineFactory
 from processors.formula import FormulaProcessor
 from processors.json_output import JsonOutputProcessor
 from processors.model_store import resolve_model_path
 from processors.model_swap import BoundProcessors, EngineKey, ModelChanges, StartedEngines
+from processors.placement import ReplicaPlacement, available_cpu_cores, place_model
+from processors.precision import detect_hardware
 from processors.questions.processor import LLMQuestionProcessor
 from processors.regex import RegexProcessor
 from processors.rule import RuleProcessor
@@ -78,12 +80,26 @@ class ProcessorPool:
         return dict(self._models)
 
     def check_models(self, models: Mapping[str, ModelConfig] | None = None) -> dict[str, str]:
-        """Resolves the path of every model (default: those in service); raises
-        ModelNotReadyError before any engine starts."""
+        """Resolves the path of every model (default: those in service) and places its
+        replicas; raises ModelNotReadyError or PlacementError before any engine starts."""
+        chosen = self._models if models is None else models
+        for name, model in chosen.items():
+            self._placement(name, model)
         return {
             name: resolve_model_path(name, model.source, self._models_dir)
-            for name, model in (self._models if models is None else models).items()
+            for name, model in chosen.items()
         }
+
+    def _placement(self, name: str, model: ModelConfig) -> list[ReplicaPlacement]:
+        """Where each replica of `model` runs (cores or GPUs of this machine)."""
+        hardware = detect_hardware()
+        return place_model(
+            name, model, hardware.target, available_cpu_cores(), len(hardware.gpu_capabilities)
+        )
+
+    def _spec(self, name: str, model: ModelConfig, path: str) -> EngineSpec:
+        envs = tuple(placement.env for placement in self._placement(name, model))
+        return EngineSpec(name, model, path, envs)
 
     def bound(self) -> BoundProcessors:
         """The processors on the engines in service now, whatever a later reload swaps in."""
@@ -102,7 +118,7 @@ class ProcessorPool:
         try:
             for name in changes.to_start:
                 assert self.supervisor is not None
-                spec = EngineSpec(name, models[name], paths[name])
+                spec = self._spec(name, models[name], paths[name])
                 started[name] = (spec, await self.supervisor.launch_spare(spec))
         except BaseException:
             await self.discard(StartedEngines(dict(models), changes, started))
@@ -163,7 +179,7 @@ class ProcessorPool:
         """Starts every engine once, off the event loop, under the supervisor, which restarts
         an engine that dies."""
         paths = self.check_models()
-        specs = {name: EngineSpec(name, model, paths[name]) for name, model in self._models.items()}
+        specs = {name: self._spec(name, model, paths[name]) for name, model in self._models.items()}
         self.supervisor = EngineSupervisor(
             specs, self.factory, self._supervision, self._on_engines_started
         )
@@ -195,6 +211,19 @@ class ProcessorPool:
 
     def work(self) -> dict[str, EngineWork]:
         return {name: engine.work for name, engine in self.engines.items()}
+
+    def replica_states(self) -> dict[str, list[EngineStatus]]:
+        """Every replica's state, by model."""
+        if self.supervisor is None:
+            return {
+                name: [EngineStatus(name, "starting", replica=i) for i in range(model.replicas)]
+                for name, model in self._models.items()
+            }
+        return self.supervisor.replica_states()
+
+    def replica_work(self) -> dict[str, list[EngineWork]]:
+        """The work sent to each replica, by model (replica number = list index)."""
+        return {name: [r.work for r in engine.replicas] for name, engine in self.engines.items()}
 
     def processor_for(self, spec: CapabilitySpec) -> Processor:
         """The processor of `spec` on the engines in service now."""

@@ -1,8 +1,10 @@
 """The engine supervisor: starts the engines, checks their health, and restarts a dead one.
 
-Processors hold `Engine` objects; the supervisor swaps the AsyncLLM inside one (`Engine.replace`)
-after a crash, so the processors, and their per-version state (label embeddings, trained heads),
-stay valid. While an engine is down, calls on it raise EngineUnavailableError at once.
+Processors hold `Engine` objects; the supervisor swaps the AsyncLLM of one replica inside one
+(`Engine.replace`) after a crash, so the processors, and their per-version state (label
+embeddings, trained heads), stay valid. Each replica of a model is watched and restarted on its
+own: while one is down, its texts go to the others; while every replica is down, calls raise
+EngineUnavailableError at once.
 
 A reload that adds or changes a model starts a new engine beside the others (`launch_spare`),
 puts it in service in one step (`install`, which hands back the engine it replaces), and the
@@ -33,18 +35,29 @@ CLOSE_TIMEOUT_S = 30.0
 class EngineLauncher(Protocol):
     """Builds engines (processors.engines.EngineFactory); both calls block."""
 
-    def create(self, name: str, model: ModelConfig, path: str) -> Engine: ...
+    def create(
+        self, name: str, model: ModelConfig, path: str, env: Mapping[str, str] | None = None
+    ) -> Engine: ...
 
-    def launch(self, name: str, model: ModelConfig, path: str) -> Any: ...
+    def launch(
+        self, name: str, model: ModelConfig, path: str, env: Mapping[str, str] | None = None
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """What the supervisor needs to (re)start one engine."""
+    """What the supervisor needs to (re)start one engine: its model, and the environment each
+    replica's engine process starts with (its placement: a core set or GPUs; one entry per
+    replica)."""
 
     name: str
     model: ModelConfig
     path: str
+    replica_envs: tuple[Mapping[str, str], ...] = ({},)
+
+    @property
+    def replicas(self) -> int:
+        return len(self.replica_envs)
 
 
 class EngineSupervisor:
@@ -68,9 +81,14 @@ class EngineSupervisor:
         self._config = config or SupervisorConfig()
         self._on_started = on_started
         self.engines: dict[str, Engine] = {}
-        self._status = {name: EngineStatus(name, "starting") for name in self._specs}
+        # Every replica's status, by model.
+        self._status = {
+            name: [EngineStatus(name, "starting", replica=i) for i in range(spec.replicas)]
+            for name, spec in self._specs.items()
+        }
         self._watch: asyncio.Task[None] | None = None
-        self._restarts: dict[str, asyncio.Task[None]] = {}
+        # Restarts under way, by (model, replica).
+        self._restarts: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         # Out of service after a reload replaced or removed them, not closed yet.
         self._retired: list[Engine] = []
@@ -80,10 +98,28 @@ class EngineSupervisor:
         self._stopping = threading.Event()
 
     def states(self) -> dict[str, EngineStatus]:
-        return dict(self._status)
+        """Each model's status: up while any replica is (`replicas_up` of `replicas`)."""
+        return {name: EngineStatus.of_replicas(replicas) for name, replicas in self._status.items()}
 
-    def _set(self, name: str, state: EngineState, **changes: Any) -> None:
-        self._status[name] = replace(self._status[name], state=state, **changes)
+    def replica_states(self) -> dict[str, list[EngineStatus]]:
+        """Every replica's status, by model."""
+        return {name: list(replicas) for name, replicas in self._status.items()}
+
+    def _set(self, name: str, state: EngineState, index: int = 0, **changes: Any) -> None:
+        replicas = self._status[name]
+        replicas[index] = replace(replicas[index], state=state, **changes)
+
+    async def _create(self, spec: EngineSpec) -> Engine:
+        """An engine with every replica of `spec` started, one after the other, off the event
+        loop; if one fails to start, the others are shut down and the failure raised."""
+        engine: Engine = await _off_loop(self._launcher.create, spec, 0)
+        try:
+            for index in range(1, spec.replicas):
+                engine.add_replica(await _off_loop(self._launcher.launch, spec, index))
+        except BaseException:
+            await asyncio.to_thread(_shut_down, engine)
+            raise
+        return engine
 
     async def start(self) -> None:
         """Starts every engine, one after the other, off the event loop; then watches them.
@@ -93,12 +129,14 @@ class EngineSupervisor:
             if self._stopping.is_set():
                 return
             try:
-                engine: Engine = await _off_loop(self._launcher.create, spec)
+                engine = await self._create(spec)
             except BaseException as exc:
-                self._set(name, "failed", last_error=type(exc).__name__)
+                for index in range(spec.replicas):
+                    self._set(name, "failed", index, last_error=type(exc).__name__)
                 raise
             self.engines[name] = engine
-            self._set(name, "ready", dtype=engine.dtype)
+            for index in range(spec.replicas):
+                self._set(name, "ready", index, dtype=engine.dtype)
             self._started()
         self._watch = asyncio.create_task(self._watch_health(), name="engine-supervisor")
 
@@ -114,53 +152,61 @@ class EngineSupervisor:
         while not self._stopping.is_set():
             await asyncio.sleep(interval)
             for name, engine in list(self.engines.items()):
-                if not self._watching(name, engine):
-                    continue
-                try:
-                    await asyncio.wait_for(engine.check_health(), max(interval, 1.0) * 5)
-                except Exception as exc:
-                    if self._watching(name, engine):  # not replaced by a reload meanwhile
-                        self.take_down(name, exc)
+                for index in range(len(engine.replicas)):
+                    if not self._watching(name, engine, index):
+                        continue
+                    try:
+                        await asyncio.wait_for(engine.check_health(index), max(interval, 1.0) * 5)
+                    except Exception as exc:
+                        if self._watching(name, engine, index):  # not replaced meanwhile
+                            self.take_down(name, exc, index)
 
-    def _watching(self, name: str, engine: Engine) -> bool:
-        """Whether `engine` is still `name`'s engine in service, ready and not restarting."""
-        status = self._status.get(name)
+    def _watching(self, name: str, engine: Engine, index: int = 0) -> bool:
+        """Whether `engine` is still `name`'s engine in service, and its replica `index` ready
+        and not restarting."""
+        replicas = self._status.get(name)
         return (
             self.engines.get(name) is engine
-            and status is not None
-            and status.state == "ready"
-            and name not in self._restarts
+            and replicas is not None
+            and index < len(replicas)
+            and replicas[index].state == "ready"
+            and (name, index) not in self._restarts
         )
 
-    def take_down(self, name: str, exc: BaseException) -> None:
-        """Takes the engine out of service at once and restarts it in the background."""
-        if self._stopping.is_set() or name in self._restarts:
+    def take_down(self, name: str, exc: BaseException, index: int = 0) -> None:
+        """Takes replica `index` of the engine out of service at once and restarts it in the
+        background (the model's other replicas serve meanwhile)."""
+        key = (name, index)
+        if self._stopping.is_set() or key in self._restarts:
             return
         reason = type(exc).__name__
-        log.error("engine '%s' is down (%s): restarting it", name, reason)
-        self.engines[name].take_out("restarting")
-        self._set(name, "restarting", last_error=reason)
-        task = asyncio.create_task(self._restart(name), name=f"engine-restart-{name}")
-        self._restarts[name] = task
-        task.add_done_callback(lambda _t: self._restarts.pop(name, None))
+        replica = f" replica {index}" if len(self.engines[name].replicas) > 1 else ""
+        log.error("engine '%s'%s is down (%s): restarting it", name, replica, reason)
+        self.engines[name].take_out("restarting", index)
+        self._set(name, "restarting", index, last_error=reason)
+        task = asyncio.create_task(self._restart(name, index), name=f"engine-restart-{name}")
+        self._restarts[key] = task
+        task.add_done_callback(lambda _t: self._restarts.pop(key, None))
 
-    async def _restart(self, name: str) -> None:
-        """Closes the dead AsyncLLM (bounded: it may hang or raise), starts a new one, with
-        backoff until one starts, and puts it in service under the same Engine."""
+    async def _restart(self, name: str, index: int = 0) -> None:
+        """Closes the dead AsyncLLM of replica `index` (bounded: it may hang or raise), starts
+        a new one, with backoff until one starts, and puts it in service under the same
+        Engine."""
         engine = self.engines[name]
-        await _close(name, engine.llm)
-        launched = await self._relaunch(name)
+        await _close(name, engine.replicas[index].llm)
+        launched = await self._relaunch(name, index)
         if launched is None:
             return
-        engine.replace(*launched)
-        restarts = self._status[name].restarts + 1
-        self._set(name, "ready", restarts=restarts)
+        engine.replace(*launched, index=index)
+        restarts = self._status[name][index].restarts + 1
+        self._set(name, "ready", index, restarts=restarts)
         log.info("engine '%s' restarted (restart %d)", name, restarts)
         self._started()
 
-    async def _relaunch(self, name: str) -> tuple[Any, Any] | None:
-        """A new AsyncLLM for `name` and its tokenizer, after `restart_backoff_s`, doubled
-        after each failed attempt up to `max_restart_backoff_s`; None if stopped first."""
+    async def _relaunch(self, name: str, index: int = 0) -> tuple[Any, Any] | None:
+        """A new AsyncLLM for replica `index` of `name` and its tokenizer, after
+        `restart_backoff_s`, doubled after each failed attempt up to `max_restart_backoff_s`;
+        None if stopped first."""
         spec = self._specs[name]
         backoff = self._config.restart_backoff_s
         while True:
@@ -168,7 +214,7 @@ class EngineSupervisor:
             if self._stopping.is_set():
                 return None
             try:
-                llm = await _off_loop(self._launcher.launch, spec)
+                llm = await _off_loop(self._launcher.launch, spec, index)
                 tokenizer = llm.get_tokenizer()
             except Exception as exc:
                 backoff = min(backoff * 2, self._config.max_restart_backoff_s)
@@ -176,7 +222,7 @@ class EngineSupervisor:
                 log.error(
                     "engine '%s': restart failed (%s); next try in %g s", name, reason, backoff
                 )
-                self._set(name, "failed", last_error=reason)
+                self._set(name, "failed", index, last_error=reason)
                 continue
             if self._stopping.is_set():  # stopped while it started: it never serves
                 await _close(name, llm)
@@ -189,7 +235,7 @@ class EngineSupervisor:
         shut down when it is up; `stop` shuts down spares too."""
         if self._stopping.is_set():
             raise RuntimeError("the engine supervisor is stopping")
-        launch = asyncio.ensure_future(_off_loop(self._launcher.create, spec))
+        launch = asyncio.ensure_future(self._create(spec))
         try:
             engine = await asyncio.shield(launch)
         except asyncio.CancelledError:
@@ -211,7 +257,10 @@ class EngineSupervisor:
         old = self.engines.get(spec.name)
         self._specs[spec.name] = spec
         self.engines[spec.name] = engine
-        self._status[spec.name] = EngineStatus(spec.name, "ready", dtype=engine.dtype)
+        self._status[spec.name] = [
+            EngineStatus(spec.name, "ready", dtype=engine.dtype, replica=i)
+            for i in range(len(engine.replicas))
+        ]
         if old is not None:
             self._retired.append(old)
         return old
@@ -228,9 +277,8 @@ class EngineSupervisor:
         return old
 
     def _cancel_restart(self, name: str) -> None:
-        task = self._restarts.pop(name, None)
-        if task is not None:
-            task.cancel()
+        for key in [key for key in self._restarts if key[0] == name]:
+            self._restarts.pop(key).cancel()
 
     async def close_retired(self, engine: Engine) -> None:
         """Shuts a retired (or spare) engine down off the event loop, bounded in time."""
@@ -263,16 +311,20 @@ class EngineSupervisor:
                 engine.shutdown()
             except Exception as exc:  # a dead engine's shutdown may raise: stop the others
                 log.warning("engine '%s': shutdown failed (%s)", name, type(exc).__name__)
-            self._set(name, "stopped")
+            for index in range(len(self._status.get(name, ()))):
+                self._set(name, "stopped", index)
         self.engines.clear()
         leftovers, self._retired, self._spares = [*self._retired, *self._spares], [], []
         for engine in leftovers:
             _shut_down(engine)
 
 
-async def _off_loop(launch: Callable[[str, ModelConfig, str], T], spec: EngineSpec) -> T:
-    """Runs a (blocking) engine launch in a worker thread."""
-    return await asyncio.to_thread(launch, spec.name, spec.model, spec.path)
+async def _off_loop(
+    launch: Callable[[str, ModelConfig, str, Mapping[str, str]], T], spec: EngineSpec, index: int
+) -> T:
+    """Runs a (blocking) launch of replica `index` in a worker thread."""
+    env = spec.replica_envs[index]
+    return await asyncio.to_thread(launch, spec.name, spec.model, spec.path, env)
 
 
 async def _close(name: str, llm: Any) -> None:

@@ -135,8 +135,20 @@ class ModelConfig(_Strict):
     enable_prefix_caching: bool = True
     block_size: int | None = None
     max_num_seqs: int | None = None
-    tensor_parallel_size: int = 1
+    # GPUs (or, on the CPU build, core sets) each replica's engine splits the model across.
+    tensor_parallel_size: int = Field(default=1, ge=1)
     gpu_memory_utilization: float | None = None
+    # Data-parallel copies of the engine; a window's texts are split across them by text hash.
+    replicas: int = Field(default=1, ge=1)
+    # GPU build: the GPU indices this model's engines use, replicas x tensor_parallel_size of
+    # them; replica r gets devices[r*tp:(r+1)*tp]. null: the first replicas x tp GPUs.
+    devices: list[int] | None = None
+    # CPU build: one core set per replica in VLLM_CPU_OMP_THREADS_BIND syntax ("0-3", "0,2",
+    # "1"); with tensor_parallel_size > 1 it is split evenly into that many rank sets (or give
+    # them joined by "|": "0-1|2-3"). null: with one replica of tensor_parallel_size 1,
+    # engine_env.cpu_omp_threads_bind as today; else the machine's cores split evenly into
+    # contiguous sets (refused if fewer cores than replicas x tensor_parallel_size).
+    cpu_cores: list[str] | None = None
     # Any other vllm AsyncEngineArgs field, passed as is.
     engine_args: dict[str, Any] = Field(default_factory=dict)
 
@@ -146,6 +158,10 @@ class EngineEnvConfig(_Strict):
     cpu_kvcache_space_gib: float = Field(default=2.0, gt=0)
     # vLLM CPU build: cores the engine's OpenMP threads bind to; "all" means every core.
     cpu_omp_threads_bind: str = "all"
+    # OMP_WAIT_POLICY of each engine's OpenMP threads (libgomp). null: the library's default
+    # (a thread spins a while after each parallel region before it sleeps); passive: it sleeps
+    # at once, leaving the core to the other engines and the server; active: it always spins.
+    omp_wait_policy: Literal["passive", "active"] | None = None
 
 
 class ApiKeyConfig(_Strict):

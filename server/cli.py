@@ -24,6 +24,7 @@ def _setup_logging(level: str) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from capabilities.loader import CapabilityConfigError
     from processors.model_store import ModelNotReadyError
+    from processors.placement import PlacementError
     from server.api.auth.authenticator import check_auth_config
     from server.api.auth.keys import AuthConfigError
     from server.observability.logging import configure_logging
@@ -40,7 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         check_auth_config(config, os.environ)  # before any engine starts
         runtime = Runtime.build(config, config_path=config_path)  # reloads re-read its models
-    except (AuthConfigError, CapabilityConfigError, ModelNotReadyError) as exc:
+    except (AuthConfigError, CapabilityConfigError, ModelNotReadyError, PlacementError) as exc:
         print(f"capserve: {exc}", file=sys.stderr)
         return 2
     return serve(runtime)  # 0 after a drained shutdown, 1 when the start-up failed

@@ -21,8 +21,8 @@ from typing import Literal, Protocol
 from capabilities.plan import WorkItem
 from capabilities.registry import CapabilityRegistry
 from processors.engine_reaper import EngineReaper
-from processors.engine_status import EngineStatus
-from processors.engines import EngineWork, apply_engine_env
+from processors.engine_status import EngineStatus, EngineWork
+from processors.engines import apply_engine_env
 from processors.model_swap import EngineKey, ModelChanges
 from processors.pool import ProcessorPool
 from schemas.config import CapServeConfig
@@ -89,6 +89,10 @@ class Pool(ProcessorSource, Protocol):
     def work(self) -> dict[str, EngineWork]: ...
 
     def engine_states(self) -> dict[str, EngineStatus]: ...
+
+    def replica_states(self) -> dict[str, list[EngineStatus]]: ...
+
+    def replica_work(self) -> dict[str, list[EngineWork]]: ...
 
     @property
     def engine_constructions(self) -> int: ...

@@ -247,7 +247,8 @@ class LLMQuestionProcessor:
         if len(prompt.ids) > limit:
             raise PromptTooLongError(f"{len(prompt.ids)} prompt tokens; at most {limit}")
         return await context.unless_abandoned(
-            texts[prompt.text], lambda: self.engine.generate(prompt.ids, setup.params)
+            texts[prompt.text],
+            lambda: self.engine.generate(prompt.ids, setup.params, affinity=texts[prompt.text]),
         )
 
     @staticmethod

@@ -27,6 +27,8 @@ def runtime_probes(runtime: Runtime) -> RuntimeProbes:
         queues=lambda: {mode: d.state() for mode, d in runtime.dispatchers.items()},
         admission=runtime.admission.state,
         engines=runtime.pool.engine_states,
+        replicas=runtime.pool.replica_states,
+        replica_work=runtime.pool.replica_work,
         cache=runtime.stats.cache_snapshot,
         drift=runtime.drift.readings,
     )

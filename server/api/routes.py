@@ -218,6 +218,10 @@ async def stats(request: Request) -> dict[str, Any]:
     snapshot["engines"] = {
         "constructions": runtime.pool.engine_constructions,
         "work": {name: vars(work) for name, work in runtime.pool.work().items()},
-        "status": engine_status_section(runtime.pool.engine_states()),
+        "status": engine_status_section(
+            runtime.pool.engine_states(),
+            runtime.pool.replica_states(),
+            runtime.pool.replica_work(),
+        ),
     }
     return snapshot

@@ -11,6 +11,7 @@ from pathlib import Path
 from capabilities.loader import CapabilityConfigError
 from processors.model_store import ModelNotReadyError
 from processors.model_swap import ModelChanges, StartedEngines
+from processors.placement import PlacementError
 from processors.pool import ProcessorPool
 from schemas.config import CapServeConfig, ModelConfig
 from server.settings import ConfigError, load_config
@@ -59,7 +60,7 @@ async def start_engines(
     to_start = {name: models[name] for name in changes.to_start}
     try:
         pool.check_models(to_start)
-    except ModelNotReadyError as exc:
+    except (ModelNotReadyError, PlacementError) as exc:
         raise CapabilityConfigError([f"models: {exc}"]) from None
     if dry_run:
         return StartedEngines(dict(models), changes, {})

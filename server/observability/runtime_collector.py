@@ -4,13 +4,13 @@ value), so the collector knows no runtime and tests hand it plain values."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from processors.engine_status import EngineStatus
+from processors.engine_status import EngineStatus, EngineWork
 from server.batching.admission import AdmissionState
 from server.batching.batcher import BatcherState
 from server.observability.drift import DriftReading
@@ -22,6 +22,9 @@ class RuntimeProbes:
     queues: Callable[[], Mapping[str, BatcherState]]
     admission: Callable[[], AdmissionState]
     engines: Callable[[], Mapping[str, EngineStatus]]
+    # Each model's replicas: their states, and the work sent to each (replica = list index).
+    replicas: Callable[[], Mapping[str, Sequence[EngineStatus]]]
+    replica_work: Callable[[], Mapping[str, Sequence[EngineWork]]]
     # The /stats `cache` section: {"enabled": False} or the counters of each level.
     cache: Callable[[], Mapping[str, Any]]
     drift: Callable[[], Mapping[str, DriftReading]]
@@ -115,6 +118,41 @@ class RuntimeCollector:
             up.add_metric([name], 1 if status.up else 0)
             restarts.add_metric([name], status.restarts)
         yield from (up, restarts)
+        yield from self._replicas()
+
+    def _replicas(self) -> Iterator[Metric]:
+        labels = ["engine", "replica"]
+        up = GaugeMetricFamily(
+            "capserve_engine_replica_up", "1 when the engine replica serves", labels=labels
+        )
+        restarts = CounterMetricFamily(
+            "capserve_engine_replica_restarts", "Engine replica restarts since start", labels=labels
+        )
+        requests = CounterMetricFamily(
+            "capserve_engine_replica_requests",
+            "Requests the engine replica answered",
+            labels=labels,
+        )
+        tokens = CounterMetricFamily(
+            "capserve_engine_replica_prompt_tokens",
+            "Prompt tokens of the requests the engine replica answered",
+            labels=labels,
+        )
+        in_flight = GaugeMetricFamily(
+            "capserve_engine_replica_in_flight", "Requests at the engine replica now", labels=labels
+        )
+        work = self.probes.replica_work()
+        for name, replicas in sorted(self.probes.replicas().items()):
+            for status in replicas:
+                label = [name, str(status.replica)]
+                up.add_metric(label, 1 if status.up else 0)
+                restarts.add_metric(label, status.restarts)
+            for index, replica_work in enumerate(work.get(name, ())):
+                label = [name, str(index)]
+                requests.add_metric(label, replica_work.requests)
+                tokens.add_metric(label, replica_work.prompt_tokens)
+                in_flight.add_metric(label, replica_work.in_flight)
+        yield from (up, restarts, requests, tokens, in_flight)
 
     def _drift(self) -> Iterator[Metric]:
         drift = GaugeMetricFamily(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from processors.engine_status import EngineStatus
+from processors.engine_status import EngineStatus, EngineWork
 from server.execution.observers import WindowReport
 from server.observability.tenants import TenantUsage
 
@@ -161,16 +161,33 @@ class ServerStats:
         }
 
 
-def engine_status_section(states: Mapping[str, EngineStatus]) -> dict[str, dict[str, Any]]:
-    """Per engine: its state, whether it serves, its restarts, its last error (a type) and the
-    dtype it computes in."""
-    return {
-        name: {
+def engine_status_section(
+    states: Mapping[str, EngineStatus],
+    replicas: Mapping[str, Sequence[EngineStatus]] | None = None,
+    replica_work: Mapping[str, Sequence[EngineWork]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per engine: its state (up while any replica is), whether it serves, its restarts, its
+    last error (a type), the dtype it computes in, and each replica's state and work."""
+    section: dict[str, dict[str, Any]] = {}
+    for name, status in sorted(states.items()):
+        work = (replica_work or {}).get(name, ())
+        section[name] = {
             "state": status.state,
             "up": status.up,
             "restarts": status.restarts,
             "last_error": status.last_error,
             "dtype": status.dtype,
+            "replicas_up": status.replicas_up,
+            "replicas": [
+                {
+                    "replica": str(replica.replica),
+                    "state": replica.state,
+                    "up": replica.up,
+                    "restarts": replica.restarts,
+                    "last_error": replica.last_error,
+                    "work": vars(work[i]) if i < len(work) else None,
+                }
+                for i, replica in enumerate((replicas or {}).get(name, ()))
+            ],
         }
-        for name, status in sorted(states.items())
-    }
+    return section

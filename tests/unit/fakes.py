@@ -16,8 +16,7 @@ from capabilities.outputs import single_label_result
 from capabilities.results import CapabilityResult, normalise
 from capabilities.spec import CapabilitySpec
 from processors.base import ItemFailure, ItemOutcome, Processor, ProcessorInput, WindowContext
-from processors.engine_status import EngineStatus
-from processors.engines import EngineWork
+from processors.engine_status import EngineStatus, EngineWork
 from processors.formula import FormulaProcessor
 from processors.regex import RegexProcessor
 from processors.rule import RuleProcessor
@@ -147,6 +146,15 @@ class FakePool:
 
     def engine_states(self) -> dict[str, EngineStatus]:
         return {"fake": EngineStatus("fake", "ready" if self.started > self.stopped else "stopped")}
+
+    def replica_states(self) -> dict[str, list[EngineStatus]]:
+        return {
+            name: [EngineStatus(name, state.state, replica=0)]
+            for name, state in self.engine_states().items()
+        }
+
+    def replica_work(self) -> dict[str, list[EngineWork]]:
+        return {name: [work] for name, work in self.work().items()}
 
     def processor_for(self, spec: CapabilitySpec) -> Processor:
         return self.modelless.get(spec.kind, self.processor)

@@ -251,7 +251,7 @@ class FakeEngine:
     async def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return [encode(self.tokenizer, text) for text in texts]
 
-    async def generate(self, ids: Sequence[int], params: Any) -> Any:
+    async def generate(self, ids: Sequence[int], params: Any, affinity: str | None = None) -> Any:
         self.prompts.append(list(ids))
         self.params.append(params)
         self.running += 1
@@ -381,7 +381,7 @@ class BlockingEngine(FakeEngine):
         self.slow = slow
         self.cancelled = 0
 
-    async def generate(self, ids: Sequence[int], params: Any) -> Any:
+    async def generate(self, ids: Sequence[int], params: Any, affinity: str | None = None) -> Any:
         if self.slow in self.tokenizer.decode(ids):
             try:
                 await asyncio.sleep(60)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from processors.engine_status import EngineStatus
+from processors.engine_status import EngineStatus, EngineWork
 from server.batching.admission import AdmissionState
 from server.batching.batcher import BatcherState
 from server.observability.drift import DriftReading
@@ -109,6 +109,15 @@ def probes(cache: dict[str, Any]) -> RuntimeProbes:
             "smollm2": EngineStatus("smollm2", "ready", restarts=2),
             "minilm": EngineStatus("minilm", "restarting", restarts=1, last_error="EngineDead"),
         },
+        replicas=lambda: {
+            "minilm": [
+                EngineStatus("minilm", "restarting", restarts=1, replica=0),
+                EngineStatus("minilm", "ready", replica=1),
+            ]
+        },
+        replica_work=lambda: {
+            "minilm": [EngineWork(requests=3, prompt_tokens=30), EngineWork(7, 70, 0, 0, 2)]
+        },
         cache=lambda: cache,
         drift=lambda: {
             "sentiment": DriftReading("js", 0.25, True, "first_predictions", 500, 500),
@@ -154,6 +163,14 @@ def test_the_collector_reads_runtime_state_at_scrape_time():
     for (name, label), expected_value in expected.items():
         labels = {} if label is None else {label[0]: label[1]}
         assert value(registry, name, **labels) == expected_value, name
+    replica = {"engine": "minilm", "replica": "1"}
+    assert registry.get_sample_value("capserve_engine_replica_up", replica) == 1
+    assert registry.get_sample_value("capserve_engine_replica_requests_total", replica) == 7
+    assert registry.get_sample_value("capserve_engine_replica_prompt_tokens_total", replica) == 70
+    assert registry.get_sample_value("capserve_engine_replica_in_flight", replica) == 2
+    first = {"engine": "minilm", "replica": "0"}
+    assert registry.get_sample_value("capserve_engine_replica_up", first) == 0
+    assert registry.get_sample_value("capserve_engine_replica_restarts_total", first) == 1
     # No drift value until there is one to compare.
     assert registry.get_sample_value("capserve_drift", {"capability": "topic"}) is None
 

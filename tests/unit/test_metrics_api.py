@@ -142,7 +142,24 @@ def test_stats_has_admission_drift_engines_and_tenants(client: TestClient):
         "rejected_total": 0,
     }
     assert stats["engines"]["status"] == {
-        "fake": {"state": "ready", "up": True, "restarts": 0, "last_error": None, "dtype": None}
+        "fake": {
+            "state": "ready",
+            "up": True,
+            "restarts": 0,
+            "last_error": None,
+            "dtype": None,
+            "replicas_up": 1,
+            "replicas": [
+                {
+                    "replica": "0",
+                    "state": "ready",
+                    "up": True,
+                    "restarts": 0,
+                    "last_error": None,
+                    "work": stats["engines"]["work"]["fake"],
+                }
+            ],
+        }
     }
     sentiment = stats["drift"]["capabilities"]["sentiment"]
     assert sentiment["metric"] == "js"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,9 @@ class StandInFactory(EngineFactory):
         self.failing = set(failing)
         self.llms: dict[str, list[StandInLLM]] = {}
 
-    def launch(self, name: str, model: ModelConfig, path: str) -> StandInLLM:
+    def launch(
+        self, name: str, model: ModelConfig, path: str, env: Mapping[str, str] | None = None
+    ) -> StandInLLM:
         if name in self.failing:
             raise OSError("no memory for the engine")
         llm = StandInLLM(self.constructions)

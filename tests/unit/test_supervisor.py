@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -64,8 +64,12 @@ class StandInLauncher:
         self.llms: list[StandInLLM] = []
         self.failures_left = failures_before_restart
         self.attempts: list[float] = []
+        self.envs: list[dict[str, str]] = []
 
-    def launch(self, name: str, model: ModelConfig, path: str) -> StandInLLM:
+    def launch(
+        self, name: str, model: ModelConfig, path: str, env: Mapping[str, str] | None = None
+    ) -> StandInLLM:
+        self.envs.append(dict(env or {}))
         self.attempts.append(time.monotonic())
         if self.llms and self.failures_left > 0:
             self.failures_left -= 1
@@ -74,8 +78,10 @@ class StandInLauncher:
         self.llms.append(llm)
         return llm
 
-    def create(self, name: str, model: ModelConfig, path: str) -> Engine:
-        llm = self.launch(name, model, path)
+    def create(
+        self, name: str, model: ModelConfig, path: str, env: Mapping[str, str] | None = None
+    ) -> Engine:
+        llm = self.launch(name, model, path, env)
         return Engine(name, model.runner, llm, llm.get_tokenizer(), 128, 16)
 
 
