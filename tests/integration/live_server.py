@@ -13,7 +13,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,3 +151,14 @@ def start_server(
             live.stop(signal.SIGKILL)
             raise
     return live
+
+
+@contextmanager
+def disposable_server(folder: Path, overrides: Mapping[str, Any]) -> Iterator[LiveServer]:
+    """A server of its own on the shipped pack (plus the LLM test question) with `overrides`,
+    killed (SIGKILL) at the end: for tests that kill or restart parts of it."""
+    live = start_server(folder, write_config(folder, overrides, test_capabilities=False))
+    try:
+        yield live
+    finally:
+        live.stop(signal.SIGKILL)

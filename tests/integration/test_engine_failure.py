@@ -21,7 +21,11 @@ import httpx
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-from tests.integration.live_server import LLM_QUESTION, LiveServer, start_server, write_config
+from tests.integration.live_server import (
+    LLM_QUESTION,
+    LiveServer,
+    disposable_server,
+)
 from tests.integration.log_canary import LOG_CANARY, canary_text
 
 pytestmark = pytest.mark.slow
@@ -152,11 +156,8 @@ def crash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
         "supervisor": {"health_interval_s": 0.5, "restart_backoff_s": 1, "retry_after_s": 7},
         "cache": {"enabled": False},  # every request reaches the engines
     }
-    live = start_server(folder, write_config(folder, overrides, test_capabilities=False))
-    try:
+    with disposable_server(folder, overrides) as live:
         yield live
-    finally:
-        live.stop(signal.SIGKILL)
 
 
 LLM_AND_MINILM = (LLM_QUESTION, "sentiment")
@@ -251,11 +252,8 @@ def test_sigterm_drains_in_flight_requests_and_stops_every_engine(
 def doomed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     folder: Path = tmp_path_factory.mktemp("doomed-server")
     overrides = {"server": {"warmup": False}}
-    live = start_server(folder, write_config(folder, overrides, test_capabilities=False))
-    try:
+    with disposable_server(folder, overrides) as live:
         yield live
-    finally:
-        live.stop(signal.SIGKILL)
 
 
 def test_no_engine_process_outlives_a_server_killed_with_sigkill(doomed_server: LiveServer) -> None:
