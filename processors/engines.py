@@ -94,11 +94,6 @@ class Replica:
     out_of_service: str | None = None
     work: EngineWork = field(default_factory=EngineWork)
 
-    @property
-    def label(self) -> str:
-        """The replica's `replica` label in /stats and /metrics."""
-        return str(self.index)
-
 
 # Bounded-load affinity (consistent hashing with bounded loads): a text goes to its first
 # replica by rendezvous hash unless that replica would then hold more than ceil(this factor x
