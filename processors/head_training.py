@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 MAX_ITER = 5000
 CROSS_VALIDATION_FOLDS = 5
 HEAD_SUFFIX = ".head.json"
+# Heads of this many versions of a capability stay in its head file (newest first).
+MAX_SAVED_VERSIONS = 4
 MAX_PROBLEMS_SHOWN = 20
 
 
@@ -300,24 +302,50 @@ def head_path(spec: CapabilitySpec) -> Path:
     return spec.source.parent / f"{spec.name}{HEAD_SUFFIX}"
 
 
+def saved_heads(path: Path) -> list[Head]:
+    """Every head the file holds, newest first: `{"heads": [...]}`, or one head alone (the
+    format before several versions were kept). Raises OSError or ValueError when unreadable."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("head file: not an object")
+    entries = data.get("heads", [data])
+    if not isinstance(entries, list):
+        raise ValueError("head file: 'heads' is not a list")
+    return [Head.from_json(entry) for entry in entries]
+
+
 def save_head(path: Path, head: Head) -> None:
-    path.write_text(json.dumps(head.to_json()) + "\n", encoding="utf-8")
+    """Adds the head to the file, replacing one of the same version and keeping the
+    MAX_SAVED_VERSIONS newest: a pack trained on bfloat16 and on float32 machines (the dtype is
+    part of a version) keeps a head for each. An unreadable file is replaced."""
+    kept: list[Head] = []
+    if path.is_file():
+        try:
+            kept = [h for h in saved_heads(path) if h.version != head.version]
+        except (OSError, ValueError, KeyError, TypeError):
+            kept = []
+    heads = [head, *kept][:MAX_SAVED_VERSIONS]
+    body = {"heads": [h.to_json() for h in heads]}
+    path.write_text(json.dumps(body) + "\n", encoding="utf-8")
 
 
 def load_saved_head(spec: CapabilitySpec) -> Head | None:
-    """The saved head, if there is one and it was trained for this version of the capability
-    (its definition, model and training data); None otherwise (also for an unreadable file,
+    """The saved head trained for this version of the capability (its definition, model, dtype
+    and training data), if the file holds one; None otherwise (also for an unreadable file,
     which is logged: the head is then trained again)."""
     path = head_path(spec)
     if not path.is_file():
         return None
     try:
-        head = Head.from_json(json.loads(path.read_text(encoding="utf-8")))
+        heads = saved_heads(path)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("'%s': saved head %s unreadable (%s)", spec.name, path.name, type(exc).__name__)
         return None
-    fits = head.classes == spec.label_names and head.multilabel == is_multilabel(spec)
-    return head if head.version == spec.version and fits else None
+    for head in heads:
+        fits = head.classes == spec.label_names and head.multilabel == is_multilabel(spec)
+        if head.version == spec.version and fits:
+            return head
+    return None
 
 
 Embed = Callable[[Sequence[str]], Awaitable[np.ndarray]]

@@ -3,9 +3,10 @@ saves its head beside the YAML.
 
 Starts only the capability's embedding engine, embeds the examples, prints the 5-fold stratified
 cross-validated accuracy on them (each label's F1 for a multilabel head), fits the head on all
-of them and writes `<name>.head.json` (classes, coefficients, intercepts, and the capability
-version it was trained for). The server
-then loads that head at first use instead of training it, as long as the version matches.
+of them and adds it to `<name>.head.json` (classes, coefficients, intercepts, and the capability
+version it was trained for; the file keeps the heads of a few versions, so that one trained on
+bfloat16 and one on float32 machines live side by side). The server then loads the head of its
+version at first use instead of training it.
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ def test_capserve_train_writes_the_head_for_the_capabilitys_version(tmp_path: Pa
     assert done.returncode == 0, done.stderr[-4000:]
     assert "5-fold stratified cross-validated accuracy" in done.stdout
     head_file = tmp_path / "capabilities" / "t_emb_urgency.head.json"
-    head = json.loads(head_file.read_text())
+    (head,) = json.loads(head_file.read_text())["heads"]
     spec = load_registry(load_config(config_path)).get("t_emb_urgency")
     assert head["version"] == spec.version
     assert head["classes"] == ["urgent", "routine"]

@@ -31,6 +31,7 @@ from processors.embedding_similarity import (
     unit_rows,
 )
 from processors.head_training import (
+    MAX_SAVED_VERSIONS,
     Head,
     TrainingDataError,
     cross_validated_accuracy,
@@ -39,6 +40,7 @@ from processors.head_training import (
     load_saved_head,
     read_training_file,
     save_head,
+    saved_heads,
     training_set,
 )
 from processors.taxonomy import ROOT, TaxonomyProcessor, build_taxonomy, parents, route
@@ -470,6 +472,38 @@ def test_a_saved_head_is_used_only_for_its_version(tmp_path):
     assert changed.version != spec.version and load_saved_head(changed) is None
     head_path(spec).write_text("{broken", encoding="utf-8")
     assert load_saved_head(spec) is None
+
+
+def test_a_head_file_keeps_the_heads_of_several_versions_newest_first(tmp_path):
+    """One trained on a bfloat16 machine and one on a float32 machine (the dtype is part of the
+    version) live side by side; the oldest beyond MAX_SAVED_VERSIONS is dropped."""
+    vectors, labels = clusters(4, ["a", "b"])
+    specs = [head_spec(tmp_path, ["a", "b"], c=1.0 + i) for i in range(MAX_SAVED_VERSIONS + 1)]
+    assert len({spec.version for spec in specs}) == len(specs)
+    for spec in specs:
+        save_head(head_path(spec), fit_single_label_head(spec, vectors, labels))
+    kept = saved_heads(head_path(specs[0]))
+    assert [h.version for h in kept] == [s.version for s in reversed(specs)][:MAX_SAVED_VERSIONS]
+    assert load_saved_head(specs[0]) is None  # the oldest was dropped
+    for spec in specs[1:]:
+        loaded = load_saved_head(spec)
+        assert loaded is not None and loaded.version == spec.version
+    # Saving a version again replaces its entry instead of adding one.
+    save_head(head_path(specs[2]), fit_single_label_head(specs[2], vectors, labels))
+    again = saved_heads(head_path(specs[0]))
+    assert again[0].version == specs[2].version
+    assert len(again) == MAX_SAVED_VERSIONS
+    assert sorted(h.version for h in again) == sorted(h.version for h in kept)
+
+
+def test_a_head_file_of_the_single_head_format_still_loads(tmp_path):
+    spec = head_spec(tmp_path, ["a", "b"])
+    vectors, labels = clusters(4, ["a", "b"])
+    head = fit_single_label_head(spec, vectors, labels)
+    head_path(spec).write_text(json.dumps(head.to_json()), encoding="utf-8")
+    loaded = load_saved_head(spec)
+    assert loaded is not None and loaded.version == spec.version
+    np.testing.assert_allclose(loaded.coefficients, head.coefficients)
 
 
 HEAD_VECTORS = {
