@@ -253,6 +253,47 @@ class ObservabilityConfig(_Strict):
     drift: DriftConfig = Field(default_factory=DriftConfig)
 
 
+class RayAutoscalingConfig(_Strict):
+    """Ray Serve autoscaling of the capserve replicas (each a whole runtime with its engines)."""
+
+    min_replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(default=2, ge=1)
+    # Requests in flight per replica that Ray Serve scales towards.
+    target_ongoing_requests: float = Field(default=16.0, gt=0)
+
+
+class RayConfig(_Strict):
+    """`capserve serve --ray`: capserve as a Ray Serve application (deploy/): replicas that are
+    each a whole capserve runtime, behind an ingress whose router sends a request to the
+    replica that has seen its texts."""
+
+    # The Ray cluster to join ("auto", or an address); null: start a local one.
+    address: str | None = None
+    # CPUs of the local cluster started when `address` is null; null: every core.
+    local_cpus: int | None = Field(default=None, ge=1)
+    # Fixed replica count; ignored when `autoscaling` is set.
+    num_replicas: int = Field(default=2, ge=1)
+    autoscaling: RayAutoscalingConfig | None = None
+    # Ray resources each replica holds.
+    replica_cpus: float = Field(default=1.0, gt=0)
+    replica_gpus: float = Field(default=0.0, ge=0)
+    # CPU build: a replica binds its engines to `replica_cpus` cores of its own, chosen by its
+    # rank on the node (replica 0: cores 0..k-1, replica 1: k..2k-1), so replicas do not share.
+    pin_replica_cores: bool = True
+    # Requests one replica works on at once; the router picks another replica past it.
+    max_ongoing_requests: int = Field(default=64, ge=1)
+    # Requests the ingress queues when every replica is full; past it, 503 with Retry-After.
+    max_queued_requests: int = Field(default=512, ge=1)
+    # Affinity yields to balance: a replica is passed over for the least loaded one when it holds
+    # this many more requests than that one.
+    imbalance_threshold: int = Field(default=8, ge=1)
+    # Times a request whose replica died under it is sent to another, before a 503.
+    retries: int = Field(default=2, ge=0)
+    # The ingress's HTTP address (the Ray Serve proxy's); null: `server.host` and `server.port`.
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
 class CapServeConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
@@ -265,6 +306,7 @@ class CapServeConfig(_Strict):
     rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
     # Folder of capability YAML files; relative paths are relative to the config file.
     capabilities_dir: Path = Path("capabilities")
     # Where prepared embedded models are kept; default: $XDG_CACHE_HOME/capserve/models.

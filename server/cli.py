@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from schemas.config import CapServeConfig
 from server.settings import DEFAULT_CONFIG, ConfigError, load_config
 
 log = logging.getLogger("capserve")
@@ -38,6 +39,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         config.server.port = args.port
     configure_logging(config.server.log_format, config.server.log_level)
+    if args.ray:
+        return _serve_on_ray(config, config_path)
     try:
         check_auth_config(config, os.environ)  # before any engine starts
         runtime = Runtime.build(config, config_path=config_path)  # reloads re-read its models
@@ -45,6 +48,37 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"capserve: {exc}", file=sys.stderr)
         return 2
     return serve(runtime)  # 0 after a drained shutdown, 1 when the start-up failed
+
+
+def _serve_on_ray(config: CapServeConfig, config_path: Path) -> int:
+    """The same app as replicas of a Ray Serve application (deploy/). What a replica would
+    refuse at start (auth, capabilities, models, placement) and what this mode needs (the
+    shared cache) are checked here first: exit 2, before any cluster or engine starts."""
+    from capabilities.loader import CapabilityConfigError
+    from processors.model_store import ModelNotReadyError
+    from processors.placement import PlacementError
+    from processors.pool import ProcessorPool
+    from server.api.auth.authenticator import check_auth_config
+    from server.api.auth.keys import AuthConfigError
+    from server.registry_loading import load_registry
+
+    try:
+        from deploy.application import RayModeError, check_ray_config
+        from deploy.run import serve_on_ray
+    except ImportError as exc:
+        print(f"capserve: --ray needs Ray Serve (pip install 'ray[serve]'): {exc}", file=sys.stderr)
+        return 2
+    refusals = (AuthConfigError, CapabilityConfigError, ModelNotReadyError, PlacementError)
+    try:
+        check_auth_config(config, os.environ)
+        check_ray_config(config, os.environ)
+        load_registry(config)
+        assert config.models_dir is not None
+        ProcessorPool(config.models, config.models_dir).check_models()
+    except (*refusals, RayModeError) as exc:
+        print(f"capserve: {exc}", file=sys.stderr)
+        return 2
+    return serve_on_ray(config, config_path)
 
 
 def _config_path(given: Path | None) -> Path:
@@ -97,6 +131,8 @@ TOOLS = (
      "bench.scoring", "add_scoring_arguments", "run_scoring_bench"),
     ("bench-window", "the adaptive window at idle and saturated",
      "bench.window", "add_window_arguments", "run_window_bench"),
+    ("bench-scaling", "on Ray Serve: 1 replica x 2 cores against 2 replicas x 1 core",
+     "bench.scaling", "add_scaling_arguments", "run_scaling_bench"),
     ("eval", "accuracy of the capabilities on a labeled JSONL file",
      "evaluation.run", "add_eval_arguments", "run_eval"),
     ("train", "fit a head capability (embedding_head, embedding_multilabel) and save its head",
@@ -130,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(serve)
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
+    serve.add_argument(
+        "--ray",
+        action="store_true",
+        help="run as a Ray Serve application: ray.num_replicas whole runtimes behind one ingress",
+    )
     serve.set_defaults(run=_serve)
 
     hash_key = sub.add_parser(
