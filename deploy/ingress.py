@@ -24,6 +24,7 @@ from ray.serve.exceptions import (
 from ray.serve.handle import DeploymentHandle
 
 from deploy.forwarding import ForwardedRequest, ForwardedResponse, affinity_key
+from server.api.body_limit import body_too_large
 from server.api.errors import error_response
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,13 @@ async def _read_body(request: Request, limit: int) -> bytes | Response:
     """The whole body, or the 413 the single server gives past `limits.max_body_bytes`."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        return error_response(413, "body_too_large", f"the request body is over {limit} bytes")
+        return body_too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            return error_response(413, "body_too_large", f"the request body is over {limit} bytes")
+            return body_too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -34,6 +34,8 @@ CROSS_VALIDATION_FOLDS = 5
 HEAD_SUFFIX = ".head.json"
 # Heads of this many versions of a capability stay in its head file (newest first).
 MAX_SAVED_VERSIONS = 4
+# What reading a damaged head file raises.
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError)
 MAX_PROBLEMS_SHOWN = 20
 
 
@@ -304,7 +306,7 @@ def head_path(spec: CapabilitySpec) -> Path:
 
 def saved_heads(path: Path) -> list[Head]:
     """Every head the file holds, newest first: `{"heads": [...]}`, or one head alone (the
-    format before several versions were kept). Raises OSError or ValueError when unreadable."""
+    format before several versions were kept). Raises one of _UNREADABLE when damaged."""
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError("head file: not an object")
@@ -322,7 +324,7 @@ def save_head(path: Path, head: Head) -> None:
     if path.is_file():
         try:
             kept = [h for h in saved_heads(path) if h.version != head.version]
-        except (OSError, ValueError, KeyError, TypeError):
+        except _UNREADABLE:
             kept = []
     heads = [head, *kept][:MAX_SAVED_VERSIONS]
     body = {"heads": [h.to_json() for h in heads]}
@@ -338,7 +340,7 @@ def load_saved_head(spec: CapabilitySpec) -> Head | None:
         return None
     try:
         heads = saved_heads(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except _UNREADABLE as exc:
         log.warning("'%s': saved head %s unreadable (%s)", spec.name, path.name, type(exc).__name__)
         return None
     for head in heads:

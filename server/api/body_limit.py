@@ -4,10 +4,16 @@ they arrive, buffered up to the limit and then handed on."""
 
 from __future__ import annotations
 
+from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.errors import error_response
+
+
+def body_too_large(max_body_bytes: int) -> JSONResponse:
+    """The 413 of a body over the limit (also the Ray ingress's, which reads bodies itself)."""
+    return error_response(413, "body_too_large", f"the request body is over {max_body_bytes} bytes")
 
 
 class BodyLimitMiddleware:
@@ -16,9 +22,7 @@ class BodyLimitMiddleware:
         self.max_body_bytes = max_body_bytes
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            413, "body_too_large", f"the request body is over {self.max_body_bytes} bytes"
-        )
+        response = body_too_large(self.max_body_bytes)
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
 
