@@ -39,9 +39,12 @@ lint: $(STAMP)
 unit: $(STAMP) test-services
 	$(BIN)/python -m pytest tests/unit
 
-# Servers the tests start themselves (Redis for the result cache's L2).
+# Servers the tests start themselves: Redis (the result cache's L2), Chromium (the operator
+# page's browser test) and Prometheus (scrapes the live server; the Grafana dashboard's queries).
+TEST_SERVICES = redis-server chromium prometheus
 test-services:
-	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+	missing=""; for p in $(TEST_SERVICES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; fi
 
 integration: setup test-services
 	$(BIN)/python -m pytest tests/integration
