@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from server.api import admin, health
+from server.api.dashboard import route as dashboard
 from server.api.errors import install_error_handlers
 from server.api.metrics_route import install_metrics
 from server.api.routes import router
@@ -59,6 +60,7 @@ def create_app(
     install_security(app, runtime.config)
     app.include_router(router)
     app.include_router(admin.router)
+    app.include_router(dashboard.router)
     install_metrics(app, runtime)  # last: its middleware must be the outermost
     return app
 

@@ -210,7 +210,12 @@ async def capabilities(request: Request) -> CapabilitiesResponse:
 
 @router.get("/stats")
 async def stats(request: Request) -> dict[str, Any]:
-    runtime = _runtime(request)
+    return stats_body(_runtime(request))
+
+
+def stats_body(runtime: Runtime) -> dict[str, Any]:
+    """The body of /stats (also what the dashboard reads): counters, percentiles, the batching,
+    admission, cache, drift and engine states. Numbers and names only, never a text."""
     snapshot = runtime.stats.snapshot()
     snapshot["batching"] = runtime.config.batching.model_dump()
     snapshot["batching"]["state"] = {m: vars(d.state()) for m, d in runtime.dispatchers.items()}

@@ -14,6 +14,7 @@ from server.api.auth.authenticator import Authenticator
 from server.api.auth.middleware import AuthMiddleware
 from server.api.auth.permissions import install_forbidden_handler
 from server.api.body_limit import BodyLimitMiddleware
+from server.api.dashboard import DASHBOARD_PATH
 from server.api.rate_limits import RateLimitMiddleware
 
 
@@ -29,6 +30,7 @@ def install_security(
         AuthMiddleware,
         authenticator=authenticator,
         protect_metrics=config.auth.protect_metrics,
+        basic_paths=(DASHBOARD_PATH,),
     )
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.limits.max_body_bytes)
     app.add_middleware(AccessLogMiddleware)

@@ -36,6 +36,36 @@ class LatencySamples:
         return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99)}
 
 
+class WindowSizes:
+    """The texts of the most recent windows, oldest first: how full the windows run."""
+
+    def __init__(self, keep: int = 1_000, shown: int = 60) -> None:
+        self._sizes: deque[int] = deque(maxlen=keep)
+        self._shown = shown
+
+    def add(self, texts: int) -> None:
+        self._sizes.append(texts)
+
+    def snapshot(self) -> dict[str, Any]:
+        """`recent`: the last `shown` sizes; the rest describe every kept window."""
+        sizes = list(self._sizes)
+        if not sizes:
+            return {"last": None, "mean": None, "p50": None, "p95": None, "max": None, "recent": []}
+        ordered = sorted(sizes)
+
+        def at(q: float) -> int:
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+        return {
+            "last": sizes[-1],
+            "mean": round(sum(sizes) / len(sizes), 2),
+            "p50": at(0.50),
+            "p95": at(0.95),
+            "max": ordered[-1],
+            "recent": sizes[-self._shown :],
+        }
+
+
 class CacheCounters(Protocol):
     def snapshot(self) -> dict[str, Any]: ...
 
@@ -77,12 +107,14 @@ class ServerStats:
         self.capabilities: dict[str, CapabilityCounters] = {}
         self.queue_wait = LatencySamples()
         self.latency = LatencySamples()
+        self.window_sizes = WindowSizes()
 
     def window_finished(self, report: WindowReport) -> None:
         plan, seconds = report.plan, report.outcome.seconds
         self.windows += 1
         self.texts += plan.total_texts
         self.unique_texts += len(plan.texts)
+        self.window_sizes.add(plan.total_texts)
         self.capability_executions += plan.capability_executions
         self.naive_equivalent_executions += plan.naive_equivalent_executions
         for step in plan.steps:
@@ -125,6 +157,8 @@ class ServerStats:
             "texts": self.texts,
             "unique_texts": self.unique_texts,
             "windows": self.windows,
+            # Texts per window (all requests, before deduplication), recent windows.
+            "window_texts": self.window_sizes.snapshot(),
             "capability_executions": self.capability_executions,
             "naive_equivalent_executions": self.naive_equivalent_executions,
             "naive_to_actual_ratio": round(ratio, 3) if ratio else None,

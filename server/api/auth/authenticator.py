@@ -3,6 +3,8 @@ Principal, and decides at start-up whether authentication is on."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from collections.abc import Mapping
 
@@ -39,9 +41,11 @@ class Authenticator:
         tokens = None if auth.jwt is None else JwtVerifier(auth.jwt, environ)
         return cls(KeyStore(keys), tokens, enabled=bool(keys) or tokens is not None)
 
-    def authenticate(self, headers: Headers) -> Principal | None:
-        """The caller the headers prove; None when they carry no credentials at all."""
-        presented = _credential(headers)
+    def authenticate(self, headers: Headers, basic: bool = False) -> Principal | None:
+        """The caller the headers prove; None when they carry no credentials at all. With
+        `basic`, also `Authorization: Basic` whose password is the key or JWT (any user name):
+        what a browser sends after its login prompt."""
+        presented = _credential(headers, basic)
         if presented is None:
             return None
         principal = self._keys.find(presented)
@@ -55,12 +59,15 @@ class Authenticator:
         raise InvalidCredentialsError("the API key is not valid")
 
 
-def _credential(headers: Headers) -> str | None:
+def _credential(headers: Headers, basic: bool = False) -> str | None:
     authorization = headers.get("authorization")
     if authorization is not None:
         scheme, _, value = authorization.strip().partition(" ")
+        if basic and scheme.lower() == "basic":
+            return _basic_password(value.strip())
         if scheme.lower() != "bearer" or not value.strip():
-            raise InvalidCredentialsError("the Authorization header must be 'Bearer <key or JWT>'")
+            expected = "'Bearer <key or JWT>'" + (" or 'Basic'" if basic else "")
+            raise InvalidCredentialsError(f"the Authorization header must be {expected}")
         return value.strip()
     api_key = headers.get("x-api-key")
     if api_key is not None:
@@ -68,6 +75,20 @@ def _credential(headers: Headers) -> str | None:
             raise InvalidCredentialsError("the X-API-Key header is empty")
         return api_key.strip()
     return None
+
+
+def _basic_password(value: str) -> str:
+    """The password of HTTP Basic credentials (base64 of 'user:password')."""
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidCredentialsError(
+            "the Basic credentials are not base64 of 'user:key'"
+        ) from None
+    _user, colon, password = decoded.partition(":")
+    if not colon or not password.strip():
+        raise InvalidCredentialsError("the Basic credentials need the API key as the password")
+    return password.strip()
 
 
 def _check_rate(rate: str, where: str) -> None:
