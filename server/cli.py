@@ -1,4 +1,4 @@
-"""The `capserve` command: serve, prepare-models, bench, eval."""
+"""The `capserve` command: serve, prepare-models, bench, eval, classify."""
 
 from __future__ import annotations
 
@@ -139,6 +139,8 @@ TOOLS = (
      "server.commands.train", "add_train_arguments", "run_train"),
     ("capabilities", "list the configured capabilities, or validate a capability folder",
      "server.commands.capabilities", "add_capabilities_arguments", "run_capabilities"),
+    ("classify", "classify a JSONL or CSV file (resumable), through a server or in-process",
+     "client.file_job.command", "add_classify_arguments", "run_classify"),
 )  # fmt: skip
 
 

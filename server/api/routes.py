@@ -10,25 +10,21 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from capabilities.results import CapabilityResult
 from schemas.api import (
     CapabilitiesResponse,
     CapabilityBody,
-    CapabilityResultBody,
     ClassifyRequest,
     ClassifyResponse,
     LabelBody,
     Priority,
     SingleClassifyRequest,
     SingleClassifyResponse,
-    TextErrorBody,
-    TextResultBody,
-    WindowBody,
 )
 from server.api.auth.permissions import authorize_capabilities
 from server.api.auth.principal import principal_of
 from server.api.disconnect import ClientDisconnectedError, unless_disconnected
 from server.api.errors import error_response
+from server.api.response_bodies import result_body, text_body, window_body
 from server.execution.answer import JobResult
 from server.observability.stats import engine_status_section
 from server.runtime import Runtime
@@ -55,32 +51,11 @@ def _mode(runtime: Runtime, header: str | None) -> str | None:
     return header
 
 
-def _result_body(result: CapabilityResult) -> CapabilityResultBody:
-    return CapabilityResultBody(
-        label=result.label,
-        confidence=round(result.confidence, 6),
-        probabilities={k: round(v, 6) for k, v in result.probabilities.items()},
-        version=result.version,
-        score=None if result.score is None else round(result.score, 6),
-        labels=None if result.labels is None else list(result.labels),
-        fields=None if result.fields is None else dict(result.fields),
-        path=None if result.path is None else list(result.path),
-        skipped=result.skipped is not None,
-        reason=result.skipped,
-        error=result.error,
-        details=dict(result.details),
-    )
-
-
 def _json(body: BaseModel) -> Response:
     """The body serialized once, as it stands: FastAPI would dump a returned model, validate
     the dump against the response model again and serialize that (the routes' bodies are
     built from validated results; the response model still documents them)."""
     return Response(body.model_dump_json(), media_type="application/json")
-
-
-def _window_body(job: JobResult) -> WindowBody | None:
-    return None if job.window is None else WindowBody(**vars(job.window))
 
 
 # The status nginx logs for a client that closed its connection first; nobody reads the body.
@@ -122,18 +97,6 @@ async def _classify(
     return job, request_id, round((time.perf_counter() - started) * 1000, 2)
 
 
-def _text_body(job: JobResult, index: int) -> TextResultBody:
-    error = job.error_of(index)
-    return TextResultBody(
-        index=index,
-        results={n: _result_body(r) for n, r in job.per_text[index].items()},
-        error=None
-        if error is None
-        else TextErrorBody(type=error.type, capability=error.capability, message=error.message),
-        missing=list(job.missing_of(index)),
-    )
-
-
 @router.post("/classify", response_model=ClassifyResponse)
 async def classify(
     body: ClassifyRequest,
@@ -152,8 +115,8 @@ async def classify(
         ClassifyResponse(
             request_id=request_id,
             latency_ms=latency,
-            results=[_text_body(job, i) for i in range(len(job.per_text))],
-            window=_window_body(job),
+            results=[text_body(job, i) for i in range(len(job.per_text))],
+            window=window_body(job),
             cached=job.from_cache,
             partial=job.partial,
             failed_texts=job.failed_texts,
@@ -172,13 +135,13 @@ async def classify_single(
         job, request_id, latency = await _classify(request, [body.text], body, batching, "text")
     except ClientDisconnectedError:
         return _client_closed()
-    results = {n: _result_body(r) for n, r in job.per_text[0].items()}
+    results = {n: result_body(r) for n, r in job.per_text[0].items()}
     return _json(
         SingleClassifyResponse(
             request_id=request_id,
             latency_ms=latency,
             results=results,
-            window=_window_body(job),
+            window=window_body(job),
             cached=job.from_cache,
             partial=job.partial,
             missing=list(job.missing_of(0)),

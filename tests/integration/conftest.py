@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from tests.integration.live_server import LiveServer, start_server, write_config
+from tests.integration.secured_server import secured_config
+from tests.integration.security_secrets import JWT_SECRET
 from tests.integration.session_models import extra_models
 from tests.redis_server import RedisServer, running_redis
 
@@ -49,6 +51,18 @@ def server(tmp_path_factory: pytest.TempPathFactory, redis_l2: RedisServer) -> I
         "CAPSERVE_CACHE_SECRET": "integration-test-secret",
     }
     live = start_server(folder, session_config(folder), env)
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server with auth on (tests/integration/secured_server.py), for the module that asks
+    for it (test_security.py: one module, so that it does not stay up through the others)."""
+    folder = tmp_path_factory.mktemp("security")
+    live = start_server(folder, secured_config(folder), {"CAPSERVE_JWT_SECRET": JWT_SECRET})
     try:
         yield live
     finally:

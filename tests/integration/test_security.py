@@ -1,6 +1,7 @@
 """Authentication, permissions, rate limits, the body limit and the JSON access log against a
-real server (real engines): one disposable server for the module, with two API keys and HS256
-JWTs. RS256 (JWKS) is covered by the unit tests. Also: an open server refuses a public address."""
+real server (real engines) with two API keys and HS256 JWTs: the session's `secured` server
+(conftest.py, shared with test_client.py). RS256 (JWKS) is covered by the unit tests. Also: an
+open server refuses a public address."""
 
 from __future__ import annotations
 
@@ -15,46 +16,22 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.live_server import REPO, LiveServer, start_server, write_config
+from client import AuthError, CapserveClient
+from tests.integration.live_server import REPO, LiveServer, write_config
 from tests.integration.log_canary import canary_text
+from tests.integration.secured_server import ADMIN_RATE, MAX_BODY, USER_CAPABILITIES
 from tests.integration.security_secrets import (
     ADMIN_KEY,
     EXPIRED_TOKEN,
-    JWT_SECRET,
     USER_KEY,
     VALID_TOKEN,
     WRONG_AUDIENCE_TOKEN,
-    sha256,
 )
 
 pytestmark = pytest.mark.slow
 
-ADMIN_RATE = 6  # requests per minute
-MAX_BODY = 64 * 1024
-
-
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    folder = tmp_path_factory.mktemp("security")
-    overrides = {
-        "auth": {
-            "keys": [
-                {"name": "tenant-a", "sha256": sha256(USER_KEY),
-                 "capabilities": ["sentiment", "pii", "alerts"]},
-                {"name": "ops", "sha256": sha256(ADMIN_KEY), "admin": True,
-                 "rate_limit": f"{ADMIN_RATE}/minute"},
-            ],
-            "jwt": {"algorithm": "HS256", "secret_env": "CAPSERVE_JWT_SECRET"},
-        },
-        "limits": {"max_body_bytes": MAX_BODY},
-        "server": {"log_format": "json"},
-    }  # fmt: skip
-    config = write_config(folder, overrides, test_capabilities=False)
-    live = start_server(folder, config, {"CAPSERVE_JWT_SECRET": JWT_SECRET})
-    try:
-        yield live
-    finally:
-        live.stop()
+SENTIMENTS = {"positive", "negative", "neutral"}
+CAPSERVE = Path(sys.executable).parent / "capserve"
 
 
 @pytest.fixture
@@ -201,3 +178,42 @@ def test_an_open_server_on_a_public_address_refuses_to_start(tmp_path: Path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert "auth: none" in done.stderr and "keys" in done.stderr
     assert "starting engine" not in done.stdout + done.stderr
+
+
+# The Python client and `capserve classify` with auth on (tests/integration/test_client.py has
+# them with auth off): here, so that the secured server lives for this module only.
+def test_auth_on_with_an_api_key_a_jwt_and_without(secured: LiveServer):
+    with CapserveClient(secured.url, api_key=USER_KEY) as client:
+        response = client.classify(["the service was great"], USER_CAPABILITIES[:1])
+        assert response.results[0].results["sentiment"].label in SENTIMENTS
+        with pytest.raises(AuthError) as forbidden:
+            client.classify(["the service was great"], ["topic"])
+        assert forbidden.value.status == 403 and forbidden.value.type == "forbidden"
+        assert "'topic'" in forbidden.value.message
+    with CapserveClient(secured.url, token=VALID_TOKEN) as client:
+        sentiment = client.classify(["awful"], ["sentiment"]).results[0].results["sentiment"]
+        assert sentiment.label in SENTIMENTS
+    with CapserveClient(secured.url) as client, pytest.raises(AuthError) as unauthorized:
+        client.classify(["the service was great"], ["sentiment"])
+    assert unauthorized.value.status == 401 and unauthorized.value.type == "unauthorized"
+    assert USER_KEY not in str(unauthorized.value)
+
+
+def test_classify_file_with_auth_from_an_env_var(secured: LiveServer, tmp_path: Path):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("id,body\na1,the service was great\na2,the food was cold\n")
+    out = tmp_path / "out.jsonl"
+    command = [str(CAPSERVE), "classify", str(rows), "--capabilities", "sentiment,pii",
+               "--text-field", "body", "--id-field", "id", "--url", secured.url,
+               "--output", str(out), "--api-key-env", "TEST_CAPSERVE_KEY"]  # fmt: skip
+    env = {**os.environ, "TEST_CAPSERVE_KEY": USER_KEY}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == ["a1", "a2"]
+    assert all(r["ok"] and set(r["results"]) == {"sentiment", "pii"} for r in records)
+    assert USER_KEY not in done.stderr + done.stdout
+    # Without the variable: a usage error, and nothing is sent.
+    del env["TEST_CAPSERVE_KEY"]
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+    assert refused.returncode == 2 and "TEST_CAPSERVE_KEY is not set" in refused.stderr
