@@ -116,7 +116,7 @@ class AsyncCapserveClient:
         while True:
             try:
                 return parse(await self._http.request(method, path, **kwargs), model)
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, httpx.InvalidURL) as exc:
                 error: CapserveError = error_from_transport(exc)
             except CapserveError as exc:
                 error = exc

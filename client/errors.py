@@ -97,5 +97,19 @@ def error_from_response(response: httpx.Response) -> CapserveError:
     return cls(message, response.status_code, kind, details, retry_after_of(response))
 
 
-def error_from_transport(exc: httpx.TransportError) -> ConnectionFailed:
-    return ConnectionFailed(f"{type(exc).__name__}: {exc}", type="connection_failed")
+# Transport errors that no retry can mend: a bad URL, or a request httpx refuses to send.
+_HOPELESS = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL)
+
+
+def error_from_transport(exc: httpx.TransportError | httpx.InvalidURL) -> CapserveError:
+    """The exception for a request that got no answer. Its message names the error's class
+    only: httpx's own text may quote the request's headers (its credential)."""
+    if isinstance(exc, _HOPELESS):
+        return BadRequest(
+            f"the request could not be sent ({type(exc).__name__}): check the URL",
+            None,
+            "request_not_sent",
+        )
+    return ConnectionFailed(
+        f"no answer from the server ({type(exc).__name__})", type="connection_failed"
+    )

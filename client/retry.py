@@ -1,10 +1,13 @@
 """When to try a request again, and how long to wait first: 429 and 503 honour the server's
-Retry-After; a connection error (e.g. a server restart) backs off exponentially. Both are
-bounded by a number of attempts and a total wait."""
+Retry-After (never less than the back-off's first step); a connection error (e.g. a server
+restart) backs off exponentially. Both are bounded by a number of attempts and by a deadline:
+no attempt starts more than max_total_wait_s after the first one did (time spent waiting for
+answers counts)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from client.errors import CapserveError, ConnectionFailed, RateLimited, Unavailable
 
@@ -13,7 +16,7 @@ from client.errors import CapserveError, ConnectionFailed, RateLimited, Unavaila
 class RetryPolicy:
     # Attempts in all, the first included (1: never retry).
     max_attempts: int = 5
-    # The sum of the waits between attempts never exceeds this.
+    # No retry starts later than this after the first attempt started.
     max_total_wait_s: float = 60.0
     # Without Retry-After: backoff_s, then doubled each attempt, at most max_backoff_s.
     backoff_s: float = 0.5
@@ -34,7 +37,7 @@ class RetryPolicy:
     def delay_s(self, error: CapserveError, attempt: int) -> float:
         """The wait before attempt `attempt + 1` (attempt counts from 1)."""
         if error.retry_after_s is not None:
-            return error.retry_after_s
+            return max(error.retry_after_s, self.backoff_s)  # Retry-After: 0 is no busy loop
         return min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
 
 
@@ -45,13 +48,16 @@ class RetryState:
     policy: RetryPolicy
     attempt: int = 1
     waited_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
 
     def next_delay(self, error: CapserveError) -> float | None:
         """The wait before the next attempt, or None: give up and raise `error`."""
         if not self.policy.retryable(error) or self.attempt >= self.policy.max_attempts:
             return None
         delay = self.policy.delay_s(error, self.attempt)
-        if self.waited_s + delay > self.policy.max_total_wait_s:
+        # Time since the first attempt, answers awaited included (never less than the waits).
+        elapsed = max(time.monotonic() - self.started, self.waited_s)
+        if elapsed + delay > self.policy.max_total_wait_s:
             return None
         self.attempt += 1
         self.waited_s += delay

@@ -99,7 +99,7 @@ class CapserveClient:
         while True:
             try:
                 return parse(self._http.request(method, path, **kwargs), model)
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, httpx.InvalidURL) as exc:
                 error: CapserveError = error_from_transport(exc)
             except CapserveError as exc:
                 error = exc

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,15 +70,31 @@ def run_classify(args: argparse.Namespace) -> int:
     try:
         capabilities = _capabilities(args.capabilities)
         output = _output(args.file, args.output)
-        if args.batch_size < 1 or args.concurrency < 1:
-            raise UsageError("--batch-size and --concurrency must be at least 1")
+        _check_numbers(args)
         credential = _credential(args.api_key_env, os.environ) if args.url else None
         rows = read_rows(args.file, args.text_field, args.id_field)
     except (UsageError, InputError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:  # Ctrl-C while reading: nothing was sent
         return EXIT_INTERRUPTED
-    return asyncio.run(_run(args, capabilities, output, credential, rows, started))
+    try:
+        return asyncio.run(_run(args, capabilities, output, credential, rows, started))
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one stops the job
+        return EXIT_INTERRUPTED
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.batch_size < 1 or args.concurrency < 1:
+        raise UsageError("--batch-size and --concurrency must be at least 1")
+    if args.timeout_ms is not None and args.timeout_ms < 1:
+        raise UsageError("--timeout-ms must be at least 1")
+    if args.max_wait_s < 0:
+        raise UsageError("--max-wait-s must be at least 0")
+    if args.url is not None:
+        if not args.url.startswith(("http://", "https://")):
+            raise UsageError(f"--url must start with http:// or https://, got {args.url!r}")
+        if args.config is not None:
+            raise UsageError("give --url (a server) or --config (in process), not both")
 
 
 def _capabilities(given: str) -> list[str]:
@@ -95,14 +111,15 @@ def _output(file: Path, given: Path | None) -> Path:
     return output
 
 
-def _credential(env_var: str | None, environ: os._Environ[str] | dict[str, str]) -> str | None:
+def _credential(env_var: str | None, environ: Mapping[str, str]) -> str | None:
     """The API key or JWT from `env_var` (required to be set when named), else from
-    CAPSERVE_API_KEY when set, else none."""
-    if env_var is None:
-        return environ.get(DEFAULT_KEY_ENV) or None
-    value = environ.get(env_var)
-    if not value:
+    CAPSERVE_API_KEY when set, else none. Problems are said without the value."""
+    name = env_var or DEFAULT_KEY_ENV
+    value = environ.get(name) or None
+    if value is None and env_var is not None:
         raise UsageError(f"--api-key-env: the environment variable {env_var} is not set")
+    if value is not None and any(c.isspace() or not c.isprintable() for c in value):
+        raise UsageError(f"the environment variable {name} holds whitespace or control characters")
     return value
 
 

@@ -32,7 +32,15 @@ def resume(path: Path) -> Resume:
     kept: list[str] = []
     done: set[str] = set()
     dropped = 0
-    raw = path.read_text(encoding="utf-8")
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"cannot read {path} ({type(exc).__name__}); give another --output"
+        ) from None
+    # A last line without its newline (a kill between the record and its "\n") is rewritten
+    # with one, or the next append would glue a record onto it.
+    unterminated = bool(raw) and not raw.endswith("\n")
     lines = raw.split("\n")
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -53,7 +61,7 @@ def resume(path: Path) -> Resume:
             kept.append(line)
         else:
             dropped += 1
-    if dropped:
+    if dropped or unterminated:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
         os.replace(tmp, path)
@@ -86,8 +94,13 @@ class ResultWriter:
     """Appends result lines; `write_batch` flushes, so what is answered is on disk."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: TextIO = path.open("a", encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: TextIO = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(
+                f"cannot write {path} ({type(exc).__name__}); give another --output"
+            ) from None
 
     def __enter__(self) -> ResultWriter:
         return self

@@ -55,7 +55,11 @@ def read_rows(path: Path, text_field: str, id_field: str | None = None) -> list[
             seen.add(row.key)
             rows.append(row)
     except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror or exc}") from None
+        raise InputError(f"{path}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise InputError(f"{path}: not a readable CSV file ({exc})") from None
     return rows
 
 

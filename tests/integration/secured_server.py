@@ -1,7 +1,7 @@
 """The secured server's configuration: two API keys (a tenant limited to three capabilities,
 and a rate-limited admin), HS256 JWTs, a small body limit and JSON logs. The `secured`
-fixture (conftest.py) starts one for the whole session: test_security.py and
-test_client.py share it (a server start costs minutes on a 2-core CPU)."""
+fixture (conftest.py, module scope) starts one for test_security.py, which also holds the
+client's and the file job's auth-on tests (a server start costs minutes on a 2-core CPU)."""
 
 from __future__ import annotations
 

@@ -56,7 +56,9 @@ async def test_async_classify_many_keeps_order_and_isolates_a_failed_batch(serve
 def _lines(path: Path) -> list[dict[str, object]]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # The child may be writing a line as this reads: only what ends with a newline is whole.
+    whole, _, _ = path.read_text().rpartition("\n")
+    return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
 
 def test_classify_file_interrupted_by_ctrl_c_then_resumed(server: LiveServer, tmp_path: Path):

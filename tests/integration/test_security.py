@@ -1,7 +1,8 @@
 """Authentication, permissions, rate limits, the body limit and the JSON access log against a
-real server (real engines) with two API keys and HS256 JWTs: the session's `secured` server
-(conftest.py, shared with test_client.py). RS256 (JWKS) is covered by the unit tests. Also: an
-open server refuses a public address."""
+real server (real engines) with two API keys and HS256 JWTs: the `secured` server
+(conftest.py), up for this module only; the Python client and `capserve classify` with auth on
+are at the end. RS256 (JWKS) is covered by the unit tests. Also: an open server refuses a
+public address."""
 
 from __future__ import annotations
 

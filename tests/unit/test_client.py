@@ -231,3 +231,34 @@ async def test_async_client_retries_after_retry_after(monkeypatch: pytest.Monkey
         response = await client.classify(["a"], ["s"])
     assert response.results[0].results["s"].label == "a"
     assert slept == [4.0, 0.0] and len(script.requests) == 3
+
+
+def test_retry_after_zero_still_waits_the_first_backoff_step(monkeypatch: pytest.MonkeyPatch):
+    slept: list[float] = []
+    monkeypatch.setattr("client.sync_client.time.sleep", slept.append)
+    script = Script(error(503, "starting", **{"Retry-After": "0"}))
+    with sync_client(script, retry=RetryPolicy(max_attempts=3, backoff_s=0.25)) as client:
+        client.classify(["a"], ["s"])
+    assert slept == [0.25]
+
+
+def test_a_request_that_cannot_be_sent_is_not_retried_and_hides_its_headers():
+    bad = httpx.LocalProtocolError("Illegal header value b'Bearer cs-secret\\n'")
+    script = Script(bad, bad, bad)
+    policy = RetryPolicy(max_attempts=3)
+    with sync_client(script, retry=policy) as client, pytest.raises(BadRequest) as raised:
+        client.classify(["a"], ["s"])
+    assert len(script.requests) == 1 and "cs-secret" not in str(raised.value)
+
+
+def test_credentials_with_whitespace_are_refused_without_their_value():
+    with pytest.raises(ValueError) as raised:
+        CapserveClient("http://capserve", api_key="cs-secret\n")
+    assert "cs-secret" not in str(raised.value)
+
+
+def test_an_invalid_request_is_a_bad_request_before_anything_is_sent():
+    script = Script()
+    with sync_client(script) as client, pytest.raises(BadRequest) as raised:
+        client.classify(["a"], ["s"], timeout_ms=0)
+    assert raised.value.type == "validation_error" and not script.requests

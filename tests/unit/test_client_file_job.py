@@ -20,7 +20,7 @@ from client.file_job.in_process import RuntimeClassifier
 from client.file_job.job import FileJob
 from client.file_job.output import ResultWriter, result_record, resume
 from client.file_job.progress import LineReporter, RichReporter, reporter
-from client.file_job.rows import InputError, Row, read_rows
+from client.file_job.rows import InputError, Row, id_key, read_rows
 from client.many import TextOutcome
 from schemas.api import CapabilityResultBody, TextErrorBody, TextResultBody
 from schemas.config import BatchingConfig, CapServeConfig, LimitsConfig, ModelConfig
@@ -280,7 +280,10 @@ def test_command_exit_codes_and_credentials_from_the_env(
      (("--capabilities", "s", "--text-field", "body"), "no 'body' field"),
      (("--capabilities", "s", "--api-key-env", "NOT_SET_VAR"), "NOT_SET_VAR is not set"),
      (("--capabilities", " , "), "names no capability"),
-     (("--capabilities", "s", "--batch-size", "0"), "at least 1")],
+     (("--capabilities", "s", "--batch-size", "0"), "at least 1"),
+     (("--capabilities", "s", "--timeout-ms", "0"), "--timeout-ms must be at least 1"),
+     (("--capabilities", "s", "--max-wait-s", "-1"), "--max-wait-s must be at least 0"),
+     (("--capabilities", "s", "--config", "x.yaml"), "not both")],
 )  # fmt: skip
 def test_usage_and_input_errors_exit_2_with_a_message(
     tmp_path: Path,
@@ -342,3 +345,49 @@ def test_an_output_that_is_not_a_result_file_exits_2(
     assert command.run_classify(parse(*argv)) == 2
     assert "not a capserve classify result" in capsys.readouterr().err
     assert (tmp_path / "notes.jsonl").read_text() == "my notes\nmore notes\n"  # untouched
+
+
+def test_a_url_without_its_scheme_and_a_key_with_a_newline_exit_2_without_the_key(
+    tmp_path: Path,
+    mock_server: list[httpx.Request],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+):
+    rows = write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
+    assert command.run_classify(parse(str(rows), "--capabilities", "s", "--url", "c:8000")) == 2
+    assert "must start with http://" in capsys.readouterr().err
+    monkeypatch.setenv("CAPSERVE_API_KEY", "cs-pasted-key\n")
+    assert command.run_classify(parse(str(rows), "--capabilities", "s", "--url", "http://c")) == 2
+    err = capsys.readouterr().err
+    assert "whitespace or control characters" in err and "cs-pasted-key" not in err
+    assert not mock_server  # nothing was sent
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [("in.jsonl", b'{"text": "caf\xe9"}\n', "not UTF-8"),
+     ("in.csv", b"text\n" + b"x" * 200_000 + b"\n", "not a readable CSV file")],
+)  # fmt: skip
+def test_undecodable_or_oversized_input_is_an_input_error(
+    tmp_path: Path, name: str, content: bytes, message: str
+):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        read_rows(path, "text")
+
+
+def test_an_output_that_is_a_folder_is_an_input_error(tmp_path: Path):
+    with pytest.raises(InputError, match="give another --output"):
+        ResultWriter(tmp_path)
+    with pytest.raises(InputError, match="give another --output"):
+        resume(tmp_path)
+
+
+def test_resume_ends_a_whole_last_record_cut_before_its_newline(tmp_path: Path):
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": 1, "ok": true, "results": {}}\n{"id": 2, "ok": true, "results": {}}')
+    assert resume(out).done == frozenset({id_key(1), id_key(2)})
+    with ResultWriter(out) as writer:
+        writer.write_batch([{"id": 3, "ok": True, "results": {}}])
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [1, 2, 3]

@@ -90,6 +90,7 @@ def test_dashboard_stats_are_the_stats(open_client: TestClient):
     dashboard = open_client.get("/dashboard/stats")
     assert dashboard.status_code == 200
     assert dashboard.headers["cache-control"] == "no-store"
+    assert dashboard.headers["x-content-type-options"] == "nosniff"
     body = dashboard.json()
     assert set(body) == set(stats)
     assert body["requests"] == stats["requests"] == 1

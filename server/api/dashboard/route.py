@@ -68,4 +68,4 @@ async def style() -> Response:
 async def stats(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
     body: dict[str, Any] = stats_body(runtime)
-    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+    return JSONResponse(body, headers=HEADERS)
