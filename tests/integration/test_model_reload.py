@@ -31,7 +31,10 @@ pytestmark = pytest.mark.slow
 TEST_CAPABILITIES = Path(__file__).parent / "capabilities"
 MODEL = "tiny_classifier"
 CAPABILITY = "t_classifier"
-RELOAD_TIMEOUT_S = 300.0  # a reload waits for the new engine to start
+# A reload waits for the new engine to start. Under this test's load, with three engines already
+# running on 2 cores, that start took 86 s once and 303 s another time (CI of 2026-12-07): a
+# deadline, not a speed assertion, so it leaves room.
+RELOAD_TIMEOUT_S = 900.0
 LOAD_REQUESTS = (["topic"], ["sentiment"])
 
 
