@@ -185,6 +185,31 @@ class ErrorDetail(BaseModel):
     message: str
 
 
+# Every `error.type` the server answers with (`capserve_errors_total` starts each at 0, so that
+# `rate()` sees the first one after a start). A test keeps it true to the server's code.
+ERROR_TYPES = (
+    "at_capacity",
+    "body_too_large",
+    "capability_failed",
+    "client_closed",
+    "engine_unavailable",
+    "forbidden",
+    "http_error",
+    "internal_error",
+    "invalid_body",
+    "invalid_capabilities",
+    "method_not_allowed",
+    "not_found",
+    "rate_limited",
+    "shutting_down",
+    "starting",
+    "timeout",
+    "unauthorized",
+    "unknown_capability",
+    "validation_error",
+)
+
+
 class ErrorBody(BaseModel):
     type: str
     message: str

@@ -12,6 +12,7 @@ import collections
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from schemas.api import ERROR_TYPES
 from server.execution.observers import WindowReport
 from server.observability.labels import ERROR, computed_results, counted_labels
 
@@ -37,6 +38,8 @@ class ServerMetrics:
             ["code"],
             registry=registry,
         )
+        for code in ERROR_TYPES:
+            self.errors.labels(code=code)  # at 0 from the start, so rate() sees the first one
         self.window_texts = Histogram(
             "capserve_window_texts",
             "Texts per window (all requests, before deduplication)",

@@ -94,7 +94,8 @@ def test_request_and_error_counters():
 def test_each_runtime_has_its_own_registry():
     first, second = ServerMetrics(), ServerMetrics()
     first.error_returned("timeout")
-    assert second.registry.get_sample_value("capserve_errors_total", {"code": "timeout"}) is None
+    assert first.registry.get_sample_value("capserve_errors_total", {"code": "timeout"}) == 1
+    assert second.registry.get_sample_value("capserve_errors_total", {"code": "timeout"}) == 0
 
 
 def probes(cache: dict[str, Any]) -> RuntimeProbes:
@@ -223,3 +224,38 @@ def test_tenant_engine_time_is_shared_by_texts():
         "alice": {"requests": 1, "texts": 3, "engine_seconds": 3.0},
         "bob": {"requests": 2, "texts": 3, "engine_seconds": 1.0},
     }
+
+
+def test_every_error_type_is_counted_from_zero_before_its_first_error():
+    from schemas.api import ERROR_TYPES
+
+    metrics = ServerMetrics()
+    for code in ERROR_TYPES:
+        assert value(metrics.registry, "capserve_errors_total", code=code) == 0.0
+    metrics.error_returned("timeout")
+    assert value(metrics.registry, "capserve_errors_total", code="timeout") == 1.0
+
+
+def test_the_error_types_counted_from_zero_are_every_one_the_server_answers_with():
+    """Every string literal given as the kind of an `error_response` call in server/, and the
+    kinds chosen by name in the HTTP-exception and serving-gate handlers."""
+    import ast
+    from pathlib import Path
+
+    from schemas.api import ERROR_TYPES
+
+    root = Path(__file__).resolve().parents[2] / "server"
+    found: set[str] = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) == "error_response"
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and isinstance(node.args[1].value, str)
+            ):
+                found.add(node.args[1].value)
+    assert len(found) >= 14  # the walk did find the calls
+    chosen = {"not_found", "method_not_allowed", "http_error", "starting", "shutting_down"}
+    assert found | chosen == set(ERROR_TYPES)
