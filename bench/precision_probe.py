@@ -2,7 +2,7 @@
 dtype, on the same distinct texts, with capserve's engine arguments and core binding.
 
 `python -m bench.precision_probe [--model minilm] [--texts 1000] [--rounds 2] --output FILE.json`
-runs the raw-limit worker (bench.raw_limit_worker) once per dtype and round, in ABAB order, each
+runs the raw-limit worker (bench.raw_limit_worker) once per dtype and round, in ABBA order, each
 in its own process, and writes the timings with the CPU flags that `dtype: auto` reads and the
 dtype it chose. It is the evidence behind `auto`'s rule on a new kind of CPU.
 """
