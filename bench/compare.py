@@ -39,6 +39,7 @@ from bench.phases import (
 from bench.raw_limit import RoundWork, limit_jobs, limit_row, run_limit
 from bench.report import compare_systems
 from bench.servers import (
+    CpuSplit,
     ServerProcess,
     running,
     start_capserve,
@@ -119,6 +120,25 @@ def _cpu(servers: list[ServerProcess]) -> float:
     return sum(server.cpu_seconds() for server in servers)
 
 
+def _split(servers: list[ServerProcess]) -> CpuSplit:
+    return sum((server.cpu_split() for server in servers), CpuSplit())
+
+
+def cores_used(used: CpuSplit, client_s: float, idle_s: float, seconds: float) -> dict[str, float]:
+    """Where the cores went during a phase: CPU seconds over the phase's seconds, for the
+    measured system's server processes and engine processes, this load generator, and the idle
+    system."""
+    if seconds <= 0:
+        return {}
+    shares = {
+        "front_end": used.front_end,
+        "engines": used.engines,
+        "client": client_s,
+        "idle_system": idle_s,
+    }
+    return {name: round(cpu / seconds, 3) for name, cpu in shares.items()}
+
+
 async def _idle_cores(systems: dict[str, list[ServerProcess]]) -> dict[str, float]:
     """CPU cores each started system uses while nobody sends it anything (over a few seconds)."""
     before = {name: _cpu(servers) for name, servers in systems.items()}
@@ -159,6 +179,7 @@ async def _measure(
                 PEER: peer_meter,
             }
             idle = {CAPSERVE: list(peers.values()), PEER: [capserve]}
+            measured = {CAPSERVE: [capserve], PEER: list(peers.values())}
             for system in SYSTEMS:  # warm-up: prompt prefixes, label embeddings, code paths
                 warm = phase_workload(args, registry, "warm", sizes.warmup_requests)
                 await drive(senders[system], warm, sizes.clients)
@@ -169,8 +190,16 @@ async def _measure(
             for r, system in abba(sizes.rounds):
                 workload = workloads[r] = phase_workload(args, registry, f"r{r}", sizes.requests)
                 before, idle_before = await meters[system](), _cpu(idle[system])
+                split_before, client_before = _split(measured[system]), time.process_time()
                 run = await drive(senders[system], workload, sizes.clients)
+                split_after, client_after = _split(measured[system]), time.process_time()
                 after, idle_after = await meters[system](), _cpu(idle[system])
+                cores = cores_used(
+                    split_after - split_before,
+                    client_after - client_before,
+                    idle_after - idle_before,
+                    run.seconds,
+                )
                 answers[(r, system)] = run.answers
                 phases.append(
                     {
@@ -179,6 +208,7 @@ async def _measure(
                         **run.row(),
                         **difference(after, before),
                         "idle_system_cpu_s": round(idle_after - idle_before, 2),
+                        "cores_used": cores,
                         "samples": run.latencies_ms,
                     }
                 )

@@ -13,15 +13,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.raw_limit import WORKER_TIMEOUT_S, LimitJob
+from bench.raw_limit import LimitJob, run_worker
 from bench.workload import make_workload
 from processors.precision import AUTO, BF16_CPU_FLAGS, choose_dtype, detect_hardware
 
@@ -41,27 +39,10 @@ def distinct_texts(count: int, seed: int = 7) -> list[str]:
     return list(texts)[:count]
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _time_once(model: str, dtype: str, jobs_file: Path, folder: Path) -> dict[str, Any]:
-    result = folder / f"{dtype}.result.json"
     env = dict(os.environ)
     env[f"CAPSERVE__MODELS__{model.upper()}__DTYPE"] = dtype
-    command = [sys.executable, "-m", "bench.raw_limit_worker", str(jobs_file), str(result)]
-    subprocess.run(
-        command, check=True, timeout=WORKER_TIMEOUT_S, env=env, stdout=subprocess.DEVNULL
-    )
-    rows: list[dict[str, Any]] = json.loads(result.read_text())
-    return rows[0]
+    return run_worker(jobs_file, folder / f"{dtype}.result.json", env=env)[0]
 
 
 def summarise(timings: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -131,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "model": args.model,
         "texts": args.texts,
-        "cpu": _cpu_name(),
+        "cpu": hardware.cpu_model or platform.processor() or "unknown",
         "bf16_flags": sorted(hardware.cpu_flags.intersection(BF16_CPU_FLAGS)),
         "auto_dtype": choice.dtype,
         "auto_reason": choice.reason,

@@ -116,6 +116,41 @@ def limit_jobs(
     return RoundWork(len(needed), jobs)
 
 
+# A worker killed by a signal is started again this many times. vLLM's CPU engine sometimes
+# aborts as its process exits ("terminate called without an active exception", after the
+# engine's shutdown; seen in 3 of 12 runs on an AMD EPYC with AVX-512 BF16), so the whole
+# timing is run again in a fresh process rather than trusting what the dying one wrote.
+WORKER_RETRIES = 2
+
+
+def run_worker(
+    request: Path,
+    result: Path,
+    config_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """One bench.raw_limit_worker process on a jobs file (one model); its timing rows. A
+    worker that dies of a signal is started again, up to WORKER_RETRIES times; one that exits
+    with an error raises at once."""
+    command = [sys.executable, "-m", "bench.raw_limit_worker", str(request), str(result)]
+    if config_path is not None:
+        command += ["--config", str(config_path)]
+    for attempt in range(WORKER_RETRIES + 1):
+        process = subprocess.run(
+            command, timeout=WORKER_TIMEOUT_S, env=None if env is None else dict(env)
+        )
+        if process.returncode < 0 and attempt < WORKER_RETRIES:
+            print(
+                f"raw-limit worker died of signal {-process.returncode}; starting it again",
+                flush=True,
+            )
+            continue
+        process.check_returncode()
+        break
+    rows: list[dict[str, Any]] = json.loads(result.read_text())
+    return rows
+
+
 def run_limit(config_path: Path | None, jobs: Sequence[LimitJob]) -> dict[str, Any]:
     """Runs each model's jobs in a worker process of its own, one model after the other;
     returns the timings (seconds per job, and their total)."""
@@ -125,11 +160,7 @@ def run_limit(config_path: Path | None, jobs: Sequence[LimitJob]) -> dict[str, A
             request = Path(folder) / f"{model}.jobs.json"
             result = Path(folder) / f"{model}.result.json"
             request.write_text(json.dumps([asdict(j) for j in jobs if j.model == model]))
-            command = [sys.executable, "-m", "bench.raw_limit_worker", str(request), str(result)]
-            if config_path is not None:
-                command += ["--config", str(config_path)]
-            subprocess.run(command, check=True, timeout=WORKER_TIMEOUT_S)
-            rows += json.loads(result.read_text())
+            rows += run_worker(request, result, config_path)
     return {"seconds": round(sum(row["seconds"] for row in rows), 3), "jobs": rows}
 
 

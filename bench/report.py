@@ -67,6 +67,33 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _cores_table(result: dict[str, Any]) -> list[str]:
+    """Where the cores went in each phase (CPU seconds over the phase's seconds)."""
+    rows = [p for p in result["phases"] if p.get("cores_used")]
+    if not rows:
+        return []
+    cpus = result.get("machine", {}).get("cpus")
+    lines = [
+        "",
+        "Where the cores went during each phase (CPU seconds over the phase's seconds"
+        + (f"; {cpus} cores in all" if cpus else "")
+        + "): the measured system's server processes (HTTP, scheduling, engine clients), its "
+        "engine processes, this load generator, and the idle system:",
+        "",
+        "| round | system | server processes | engine processes | load generator | idle system "
+        "| sum |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in rows:
+        c = p["cores_used"]
+        total = round(sum(c.values()), 3)
+        lines.append(
+            f"| {p['round']} | {p['system']} | {c['front_end']} | {c['engines']} | {c['client']} "
+            f"| {c['idle_system']} | {total} |"
+        )
+    return lines
+
+
 def format_comparison(result: dict[str, Any]) -> str:
     lines = [
         f"Workload: {result['workload']}; {result['sizes']['requests']} requests per phase, "
@@ -125,6 +152,7 @@ def format_comparison(result: dict[str, Any]) -> str:
             + ", ".join(f"{name} {cores}" for name, cores in idle.items())
             + "; the idle system's CPU seconds during each phase are in the first table.",
         ]
+    lines += _cores_table(result)
     cache = result.get("cache_replay")
     if cache:
         lat = cache["server_latency_ms"]

@@ -38,6 +38,20 @@ def free_port() -> int:
 
 
 @dataclass
+class CpuSplit:
+    """CPU seconds of a server's own process and of its engine processes."""
+
+    front_end: float = 0.0
+    engines: float = 0.0
+
+    def __add__(self, other: CpuSplit) -> CpuSplit:
+        return CpuSplit(self.front_end + other.front_end, self.engines + other.engines)
+
+    def __sub__(self, other: CpuSplit) -> CpuSplit:
+        return CpuSplit(self.front_end - other.front_end, self.engines - other.engines)
+
+
+@dataclass
 class ServerProcess:
     """One started server: its URL, process and log; `stop()` ends it and its children."""
 
@@ -49,6 +63,17 @@ class ServerProcess:
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the server and its engine processes have used so far."""
         return sum(cpu for _, cpu in group_processes(self.process.pid))
+
+    def cpu_split(self) -> CpuSplit:
+        """CPU seconds so far of the server's own process (HTTP, scheduling, the engine
+        clients) and of the processes it started (vLLM's engine cores), apart."""
+        split = CpuSplit()
+        for pid, cpu in group_processes(self.process.pid):
+            if pid == self.process.pid:
+                split.front_end += cpu
+            else:
+                split.engines += cpu
+        return split
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
         """SIGTERM to the whole group, a grace period, then SIGKILL to whatever is left."""

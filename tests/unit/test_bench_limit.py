@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from bench.raw_limit import limit_jobs, limit_row
+import pytest
+
+from bench.raw_limit import WORKER_RETRIES, limit_jobs, limit_row, run_worker
 from bench.workload import BenchRequest
 from capabilities.results import CapabilityResult
 from processors.questions.standalone import JsonPrompt
@@ -65,3 +70,37 @@ def test_the_fraction_of_the_limit_is_limit_time_over_capserve_time():
     assert row["fraction_of_limit"] == 0.75
     assert row["limit_distinct_texts_per_s"] == round(2 / 3.0, 2)
     assert row["capserve_distinct_texts_per_s"] == 0.5
+
+
+def _fake_workers(monkeypatch: pytest.MonkeyPatch, codes: list[int]) -> list[list[str]]:
+    """subprocess.run in bench.raw_limit answering with these return codes in turn; a worker
+    that exits 0 writes its timing row."""
+    started: list[list[str]] = []
+
+    def run(command: list[str], **_: Any) -> subprocess.CompletedProcess[bytes]:
+        started.append(command)
+        code = codes[len(started) - 1]
+        if code == 0:
+            Path(command[-1]).write_text(json.dumps([{"seconds": 1.5, "try": len(started)}]))
+        return subprocess.CompletedProcess(command, code)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    return started
+
+
+def test_a_worker_killed_by_a_signal_is_started_again(monkeypatch, tmp_path: Path):
+    started = _fake_workers(monkeypatch, [-6, 0])
+    rows = run_worker(tmp_path / "jobs.json", tmp_path / "result.json")
+    assert rows == [{"seconds": 1.5, "try": 2}]
+    assert len(started) == 2 and started[0][1:3] == ["-m", "bench.raw_limit_worker"]
+
+
+def test_a_worker_that_fails_or_keeps_dying_raises(monkeypatch, tmp_path: Path):
+    started = _fake_workers(monkeypatch, [1, 0])
+    with pytest.raises(subprocess.CalledProcessError):
+        run_worker(tmp_path / "jobs.json", tmp_path / "result.json")
+    assert len(started) == 1  # an error exit is not retried
+    started = _fake_workers(monkeypatch, [-6] * (WORKER_RETRIES + 1))
+    with pytest.raises(subprocess.CalledProcessError):
+        run_worker(tmp_path / "jobs.json", tmp_path / "result.json")
+    assert len(started) == WORKER_RETRIES + 1

@@ -5,10 +5,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.ablation import BINDING_STUDY
-from bench.compare import abba
+from bench.compare import abba, cores_used
 from bench.naive import format_report, summarise
 from bench.report import compare_systems, format_ablation, format_comparison, summarise_ablation
 from bench.run import run_bench
+from bench.servers import CpuSplit
 from bench.sizes import resolve_sizes
 from bench.workload import CAPABILITY_SETS, make_workload
 from processors.engines import apply_engine_env
@@ -77,6 +78,7 @@ def system_phase(system: str, r: int, texts: int, seconds: float, tokens: int, s
         "computed_prompt_tokens": tokens,
         "engine_prompt_tokens": 2 * tokens,
         "idle_system_cpu_s": 0.1,
+        "cores_used": {"front_end": 0.5, "engines": 1.2, "client": 0.25, "idle_system": 0.05},
         "samples": samples,
     }
 
@@ -119,6 +121,14 @@ def test_comparison_ratios_and_report_have_both_systems_and_agreement():
     assert "| sentiment | 8 | 6 | 0.75 |" in report
     assert "4 answered from the cache; server latency_ms p50 0.2, p95 0.4" in report
     assert "while idle (before the measured phases): capserve 0.02, vllm-serve 0.05" in report
+    assert "| 1 | vllm-serve | 0.5 | 1.2 | 0.25 | 0.05 | 2.0 |" in report
+
+
+def test_cores_used_is_cpu_seconds_over_the_phase_seconds():
+    used = cores_used(CpuSplit(front_end=3.0, engines=9.0), client_s=1.5, idle_s=0.3, seconds=6.0)
+    assert used == {"front_end": 0.5, "engines": 1.5, "client": 0.25, "idle_system": 0.05}
+    assert cores_used(CpuSplit(), 0.0, 0.0, 0.0) == {}
+    assert CpuSplit(2.0, 5.0) - CpuSplit(0.5, 1.0) + CpuSplit(0.5, 0.0) == CpuSplit(2.0, 4.0)
 
 
 def test_ablation_table_says_what_each_lever_is_worth():

@@ -54,3 +54,24 @@ def test_stop_ends_the_server_and_every_child(tmp_path: Path):
     server.stop(grace=1.0)
     assert server.process.returncode is not None
     assert group_processes(server.process.pid) == []
+
+
+def test_cpu_split_counts_the_server_process_apart_from_its_engines(tmp_path: Path):
+    # The child stands in for an engine core: it burns CPU while the parent sleeps.
+    burn = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\n"
+    script = (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {burn!r} + 'time.sleep(600)'])\n"
+        "time.sleep(600)\n"
+    )
+    server = _spawn("split", [sys.executable, "-c", script], {}, tmp_path / "log", "http://x:1")
+    try:
+        deadline = time.monotonic() + 30
+        while server.cpu_split().engines < 0.4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        split = server.cpu_split()
+        assert split.engines >= 0.4
+        assert split.front_end < split.engines
+        assert abs(split.front_end + split.engines - server.cpu_seconds()) < 0.1
+    finally:
+        server.stop(grace=1.0)

@@ -13,6 +13,7 @@ from processors.precision import (
     choose_dtype,
     parse_compute_capabilities,
     parse_cpu_flags,
+    parse_cpu_model,
 )
 from server.registry_loading import load_registry
 from server.settings import load_config
@@ -52,6 +53,8 @@ def test_the_hardware_readers_parse_cpuinfo_and_nvidia_smi():
     cpuinfo = "processor\t: 0\nflags\t\t: fpu avx512f amx_bf16\nbugs\t: x\n"
     assert parse_cpu_flags(cpuinfo) == frozenset({"fpu", "avx512f", "amx_bf16"})
     assert parse_cpu_flags("no flags here") == frozenset()
+    assert parse_cpu_model("model name\t: AMD EPYC 9B45\nflags\t: fpu\n") == "AMD EPYC 9B45"
+    assert parse_cpu_model(cpuinfo) == ""
     assert parse_compute_capabilities(["8.6", " 9.0 ", "", "N/A"]) == ((8, 6), (9, 0))
 
 
