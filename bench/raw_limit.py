@@ -116,10 +116,11 @@ def limit_jobs(
     return RoundWork(len(needed), jobs)
 
 
-# A worker killed by a signal is started again this many times. vLLM's CPU engine sometimes
-# aborts as its process exits ("terminate called without an active exception", after the
-# engine's shutdown; seen in 3 of 12 runs on an AMD EPYC with AVX-512 BF16), so the whole
-# timing is run again in a fresh process rather than trusting what the dying one wrote.
+# A worker killed by a signal before it wrote its timing is started again this many times.
+# vLLM's CPU engine now and then aborts as its process exits ("terminate called without an
+# active exception", after the engine's shutdown; seen on an AMD EPYC with AVX-512 BF16, in 3
+# of 4 starts on one job): the worker writes its result whole before that, and a result
+# written by a worker that then died is kept.
 WORKER_RETRIES = 2
 
 
@@ -130,15 +131,23 @@ def run_worker(
     env: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One bench.raw_limit_worker process on a jobs file (one model); its timing rows. A
-    worker that dies of a signal is started again, up to WORKER_RETRIES times; one that exits
-    with an error raises at once."""
+    worker that dies of a signal without a result is started again, up to WORKER_RETRIES
+    times; one that exits with an error raises at once."""
     command = [sys.executable, "-m", "bench.raw_limit_worker", str(request), str(result)]
     if config_path is not None:
         command += ["--config", str(config_path)]
     for attempt in range(WORKER_RETRIES + 1):
+        result.unlink(missing_ok=True)
         process = subprocess.run(
             command, timeout=WORKER_TIMEOUT_S, env=None if env is None else dict(env)
         )
+        if process.returncode < 0 and result.exists():
+            print(
+                f"raw-limit worker died of signal {-process.returncode} after writing its "
+                "timing; keeping it",
+                flush=True,
+            )
+            break
         if process.returncode < 0 and attempt < WORKER_RETRIES:
             print(
                 f"raw-limit worker died of signal {-process.returncode}; starting it again",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,7 +47,15 @@ def _sampling(config: Any, capability: str | None) -> Any:
     return question.setup.params
 
 
-def _run_model(config: Any, model: str, jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _write_result(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The timing rows, written whole (a temporary file renamed), before the engine shuts down:
+    vLLM's CPU engine now and then aborts as it exits, after the timing is complete."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(rows))
+    os.replace(partial, path)
+
+
+def _run_model(config: Any, model: str, jobs: Sequence[dict[str, Any]], result: Path) -> None:
     from vllm import LLM
 
     from processors.engines import engine_kwargs
@@ -93,7 +102,7 @@ def _run_model(config: Any, model: str, jobs: Sequence[dict[str, Any]]) -> list[
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
-    return rows
+    _write_result(result, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = {job["model"] for job in jobs}
     if len(models) != 1:
         parser.error(f"the jobs must be of one model, not {sorted(models)}")
-    args.result.write_text(json.dumps(_run_model(config, models.pop(), jobs)))
+    _run_model(config, models.pop(), jobs, args.result)
     return 0
 
 

@@ -73,14 +73,14 @@ def test_the_fraction_of_the_limit_is_limit_time_over_capserve_time():
 
 
 def _fake_workers(monkeypatch: pytest.MonkeyPatch, codes: list[int]) -> list[list[str]]:
-    """subprocess.run in bench.raw_limit answering with these return codes in turn; a worker
-    that exits 0 writes its timing row."""
+    """subprocess.run answering with these return codes in turn; a worker that exits 0, or
+    is killed with code -9 (after its timing), writes its timing row."""
     started: list[list[str]] = []
 
     def run(command: list[str], **_: Any) -> subprocess.CompletedProcess[bytes]:
         started.append(command)
         code = codes[len(started) - 1]
-        if code == 0:
+        if code in (0, -9):
             Path(command[-1]).write_text(json.dumps([{"seconds": 1.5, "try": len(started)}]))
         return subprocess.CompletedProcess(command, code)
 
@@ -104,3 +104,12 @@ def test_a_worker_that_fails_or_keeps_dying_raises(monkeypatch, tmp_path: Path):
     with pytest.raises(subprocess.CalledProcessError):
         run_worker(tmp_path / "jobs.json", tmp_path / "result.json")
     assert len(started) == WORKER_RETRIES + 1
+
+
+def test_a_timing_written_before_the_worker_died_is_kept(monkeypatch, tmp_path: Path):
+    (tmp_path / "result.json").write_text("[]")  # a stale result is never read
+    started = _fake_workers(monkeypatch, [-9])
+    assert run_worker(tmp_path / "jobs.json", tmp_path / "result.json") == [
+        {"seconds": 1.5, "try": 1}
+    ]
+    assert len(started) == 1
