@@ -17,6 +17,7 @@ from deploy.replica_cores import replica_cores
 from processors.placement import CPU_BIND_ENV, available_cpu_cores, format_core_set
 from schemas.config import CapServeConfig
 from server.api.app import create_app
+from server.blas_threads import limit_blas_threads
 from server.observability.logging import configure_logging
 from server.runtime import Runtime
 
@@ -35,6 +36,7 @@ class CapserveReplica:
     ) -> None:
         config = CapServeConfig.model_validate(config_data)
         configure_logging(config.server.log_format, config.server.log_level)
+        limit_blas_threads(config.server.blas_threads)
         self._replica_id = _replica_id()
         if config.ray.pin_replica_cores and config.ray.replica_gpus == 0:
             cores = replica_cores(_local_rank(), config.ray.replica_cpus, available_cpu_cores())

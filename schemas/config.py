@@ -28,6 +28,10 @@ class ServerConfig(_Strict):
     # On SIGTERM: stop accepting, give in-flight windows this long to finish, then cancel what
     # is left with 503s, then stop the engines.
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # Threads of the server process's own BLAS (numpy's products for embedding heads and label
+    # prototypes); 1 leaves the cores to the engines. null: the library's default (one per
+    # core). Engines are separate processes and keep their own threads.
+    blas_threads: int | None = Field(default=1, ge=1)
 
 
 class BatchingConfig(_Strict):

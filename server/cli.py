@@ -28,6 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
     from processors.placement import PlacementError
     from server.api.auth.authenticator import check_auth_config
     from server.api.auth.keys import AuthConfigError
+    from server.blas_threads import limit_blas_threads
     from server.observability.logging import configure_logging
     from server.runtime import Runtime
     from server.serving import serve
@@ -41,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(config.server.log_format, config.server.log_level)
     if args.ray:
         return _serve_on_ray(config, config_path)
+    limit_blas_threads(config.server.blas_threads)
     try:
         check_auth_config(config, os.environ)  # before any engine starts
         runtime = Runtime.build(config, config_path=config_path)  # reloads re-read its models

@@ -38,7 +38,6 @@ from capabilities.registry import CapabilityRegistry
 from capabilities.results import CapabilityResult
 from capabilities.spec import CapabilitySpec
 from processors.base import (
-    GroupedProcessor,
     ItemAbandoned,
     ItemFailure,
     ItemOutcome,
@@ -46,6 +45,7 @@ from processors.base import (
     ProcessorInput,
     StepWork,
     WindowContext,
+    as_grouped,
 )
 
 log = logging.getLogger(__name__)
@@ -177,8 +177,9 @@ class PlanExecutor:
             except LookupError:
                 processor = None  # reported per text when the batch runs
             key: Hashable = step.capability
-            if isinstance(processor, GroupedProcessor):
-                key = (id(processor), processor.group_key(spec))
+            grouped = as_grouped(processor)
+            if grouped is not None:
+                key = (id(grouped), grouped.group_key(spec))
             batches.setdefault(key, _Batch(processor, [])).steps.append(step)
         return list(batches.values())
 
@@ -280,8 +281,9 @@ class PlanExecutor:
         if processor is None:
             names = ", ".join(w.spec.name for w in work)
             raise LookupError(f"no processor for capability {names}")
-        if isinstance(processor, GroupedProcessor):
-            per_step = list(await processor.run_group(work, context))
+        grouped = as_grouped(processor)
+        if grouped is not None:
+            per_step = list(await grouped.run_group(work, context))
         else:
             (single,) = work
             per_step = [await processor.run(single.spec, single.inputs, context)]
