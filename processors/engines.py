@@ -106,6 +106,15 @@ def _score(key: object, index: int) -> int:
     return hash((key, index))
 
 
+def token_input(prompt_token_ids: Sequence[int]) -> dict[str, Any]:
+    """A prompt as vLLM's rendered token input (`vllm.inputs.engine.TokensInput`). AsyncLLM
+    turns that into an engine request on the caller's thread; a raw `{"prompt_token_ids"}`
+    prompt goes through the renderer instead, in its thread pool, one thread hop per request
+    for ids that capserve has already tokenized and truncated (vLLM 0.32, `AsyncLLM.add_request`).
+    The engine's own checks (length against the context, the params) run either way."""
+    return {"type": "token", "prompt_token_ids": list(prompt_token_ids)}
+
+
 class Engine:
     """One model's engine as the processors hold it: one or more replicas (data-parallel copies,
     each an AsyncLLM of the same model). Processors talk to it through `generate`, `embed`,
@@ -259,7 +268,7 @@ class Engine:
     ) -> Any:
         """Runs one prompt to completion and returns the final RequestOutput. `affinity`: the
         text the prompt is about (default: the prompt)."""
-        prompt = {"prompt_token_ids": list(prompt_token_ids)}
+        prompt = token_input(prompt_token_ids)
         key = affinity if affinity is not None else prompt_token_ids
         return await self._run(key, lambda llm: llm.generate(prompt, params, self._next_id()))
 
@@ -278,7 +287,7 @@ class Engine:
         return params
 
     async def _encode(self, prompt_token_ids: Sequence[int], task: str) -> Any:
-        prompt = {"prompt_token_ids": list(prompt_token_ids)}
+        prompt = token_input(prompt_token_ids)
         params = self._pooling(task)
         return await self._run(
             prompt["prompt_token_ids"], lambda llm: llm.encode(prompt, params, self._next_id())
