@@ -62,7 +62,8 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the server and its engine processes have used so far."""
-        return sum(cpu for _, cpu in group_processes(self.process.pid))
+        split = self.cpu_split()
+        return split.front_end + split.engines
 
     def cpu_split(self) -> CpuSplit:
         """CPU seconds so far of the server's own process (HTTP, scheduling, the engine
